@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build the book (strict: any warning or failing cell fails the build).
+# Output: _build/html/index.html. Environment: see scripts/setup-env.sh; TCMP_PROFILE,
+# TCMP_DATASET and FPHA_ROOT are read by the chapters.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+py=$(bash scripts/setup-env.sh)
+bin=$(dirname "$py")
+
+# jupyter-cache keys executed notebooks on their cell sources only. Any change to the library,
+# the packaged paper numbers, committed results or the run settings must re-execute them.
+inputs=$({
+  find tcmplib results pyproject.toml environment.yml -type f ! -path '*/__pycache__/*' \
+    -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum
+  echo "profile=${TCMP_PROFILE:-} dataset=${TCMP_DATASET:-} fpha=${FPHA_ROOT:-}"
+} | sha256sum | cut -c1-16)
+stamp=_build/.tcmp-inputs
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$inputs" ]; then
+  rm -rf _build/.jupyter_cache
+fi
+
+mkdir -p _build
+if ! "$bin/jupyter-book" build --all -W -n --keep-going .; then
+  echo "book: build failed; execution reports:" >&2
+  cat _build/html/reports/*.err.log 2>/dev/null >&2 || true
+  exit 1
+fi
+echo "$inputs" > "$stamp"
+echo "book: open $repo/_build/html/index.html"

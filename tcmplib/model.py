@@ -1,0 +1,123 @@
+"""The baseline attention GCN of the paper (Section 2 and Table 1), as reconstructed.
+
+What the paper gives: one multi-head attention layer (16 heads) over the skeleton graph,
+a graph convolution with 128 filters, one dense layer to the classes, 1,967,616 weights.
+What we reconstruct (paper-family design 1.3): per-head query/key projections of width 8,
+one value projection ``wv`` shared by all heads (the convolution filters), heads
+concatenated before the dense layer, no biases. That design has exactly 1,967,616 weights.
+
+For head k and node signals X (nodes x d_in)::
+
+    A_k = softmax_rows((X Wq_k)(X Wk_k)^T / sqrt(qk_dim))
+    H_k = ReLU(A_k X Wv)                      # nodes x channels
+    logits = vec([H_1 ... H_heads]) Wfc        # flattened in (node, head, channel) order
+
+Every weight tensor follows the paper's convention W in R^{d_in x d_out} (rows are the
+source units, columns the target units), so masks and accessibility read as in Section 4.1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["GCNConfig", "AttentionGCN", "PRUNABLE"]
+
+#: The weight tensors that pruning acts on, in the order of the network's chain.
+PRUNABLE: tuple[str, ...] = ("wq", "wk", "wv", "fc")
+
+
+@dataclass(frozen=True)
+class GCNConfig:
+    """Sizes of the attention GCN. The defaults give the paper's 1,967,616 weights."""
+
+    nodes: int = 21
+    d_in: int = 84  # 3 coordinates x 28 temporal chunks
+    heads: int = 16
+    qk_dim: int = 8
+    channels: int = 128
+    classes: int = 45
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GCNConfig.{name}: expected a positive integer, got {value!r}")
+
+    @property
+    def fc_in(self) -> int:
+        """Inputs of the dense layer: one per (node, head, channel)."""
+        return self.nodes * self.heads * self.channels
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "wq": (self.heads, self.d_in, self.qk_dim),
+            "wk": (self.heads, self.d_in, self.qk_dim),
+            "wv": (self.d_in, self.channels),
+            "fc": (self.fc_in, self.classes),
+        }
+
+    def num_weights(self) -> int:
+        return sum(math.prod(s) for s in self.weight_shapes().values())
+
+
+class AttentionGCN(nn.Module):
+    """One attention layer, one graph convolution, one dense layer; see the module doc."""
+
+    def __init__(self, config: GCNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GCNConfig()
+        shapes = self.config.weight_shapes()
+        self.wq = nn.Parameter(torch.empty(shapes["wq"]))
+        self.wk = nn.Parameter(torch.empty(shapes["wk"]))
+        self.wv = nn.Parameter(torch.empty(shapes["wv"]))
+        self.fc = nn.Parameter(torch.empty(shapes["fc"]))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform on each (fan_in, fan_out); draws from torch's global RNG."""
+        for name in PRUNABLE:
+            weight = self._original(name)
+            fan_in, fan_out = weight.shape[-2], weight.shape[-1]
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            with torch.no_grad():
+                weight.uniform_(-bound, bound)
+
+    def _original(self, name: str) -> nn.Parameter:
+        """The trainable tensor behind ``name``, also when a parametrization is registered."""
+        if torch.nn.utils.parametrize.is_parametrized(self, name):
+            return getattr(self.parametrizations, name).original
+        return getattr(self, name)
+
+    def prunable(self) -> dict[str, nn.Parameter]:
+        """The trainable weight tensors, by name, in chain order (see :data:`PRUNABLE`)."""
+        return {name: self._original(name) for name in PRUNABLE}
+
+    def num_weights(self) -> int:
+        return sum(p.numel() for p in self.prunable().values())
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Row-stochastic attention of every head: (batch, heads, nodes, nodes)."""
+        q = torch.einsum("bnd,hde->bhne", x, self.wq)
+        k = torch.einsum("bnd,hde->bhne", x, self.wk)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
+        return torch.softmax(scores, dim=-1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs of the dense layer, (batch, nodes * heads * channels), (node, head, channel) order."""
+        attn = self.attention(x)
+        v = x @ self.wv
+        # Writing straight into (batch, node, head, channel) order avoids a permuted copy of
+        # the largest activation (measured 1.5x faster per epoch on 2 CPU cores).
+        h = torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, v))
+        return h.reshape(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[1:] != (self.config.nodes, self.config.d_in):
+            raise ValueError(
+                f"AttentionGCN input: expected (batch, {self.config.nodes}, {self.config.d_in}), "
+                f"got {tuple(x.shape)}"
+            )
+        return self.features(x) @ self.fc
