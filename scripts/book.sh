@@ -26,5 +26,10 @@ if ! "$bin/jupyter-book" build --all -W -n --keep-going .; then
   cat _build/html/reports/*.err.log 2>/dev/null >&2 || true
   exit 1
 fi
+# The book must read offline: MathJax shipped with it, no page loading it from a CDN.
+if [ ! -f _build/html/_static/mathjax/MathJax.js ] || grep -rlq 'cdn.jsdelivr.net' _build/html --include='*.html'; then
+  echo "book: MathJax is not served from _build/html/_static/mathjax (see _ext/offline_mathjax.py)" >&2
+  exit 1
+fi
 echo "$inputs" > "$stamp"
 echo "book: open $repo/_build/html/index.html"
