@@ -1,0 +1,120 @@
+"""Masks as parametrizations: the relaxed magnitude mask psi of Section 3, and crisp masks.
+
+A method registers one of these on each weight of :data:`tcmplib.model.PRUNABLE` with
+``torch.nn.utils.parametrize``; the model then computes with ``W * mask`` while the
+optimizer updates the original ``W``. The trainer never sees masks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from tcmplib.model import PRUNABLE
+
+__all__ = [
+    "psi",
+    "RelaxedMagnitudeMask",
+    "FixedMask",
+    "attach",
+    "detach",
+    "crisp_masks",
+    "topk_masks",
+    "count_kept",
+    "keep_count",
+]
+
+
+def psi(w: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The paper's relaxed mask psi(w) = 2 sigmoid(w^2 / T) - 1 (footnote of Eq. 1).
+
+    Symmetric in w, 0 at w = 0, in [0, 1), and crisp as T -> 0 (1 for every w != 0): the
+    budget term therefore drives small weights to exactly the region |w| << sqrt(T).
+    """
+    if temperature <= 0:
+        raise ValueError(f"psi: temperature must be > 0, got {temperature}")
+    return 2.0 * torch.sigmoid(w.square() / temperature) - 1.0
+
+
+class RelaxedMagnitudeMask(nn.Module):
+    """Parametrization W -> W * psi(W; T); ``temperature`` is annealed by the method."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return psi(w, self.temperature)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask(w)
+
+
+class FixedMask(nn.Module):
+    """Parametrization W -> W * M for a fixed binary mask M (kept as a buffer)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("keep", mask.detach().to(torch.bool).clone())
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return self.keep.to(w.dtype)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.keep.to(w.dtype)
+
+
+def attach(model: nn.Module, masks: dict[str, nn.Module]) -> None:
+    """Register one mask parametrization per named weight (replacing any previous one)."""
+    for name, module in masks.items():
+        if name not in PRUNABLE:
+            raise ValueError(f"attach: unknown weight {name!r}; expected one of {PRUNABLE}")
+        if parametrize.is_parametrized(model, name):
+            parametrize.remove_parametrizations(model, name, leave_parametrized=False)
+        parametrize.register_parametrization(model, name, module)
+
+
+def detach(model: nn.Module, *, bake: bool = True) -> None:
+    """Remove the mask parametrizations; with ``bake`` the weights keep the masked values."""
+    for name in PRUNABLE:
+        if parametrize.is_parametrized(model, name):
+            parametrize.remove_parametrizations(model, name, leave_parametrized=bake)
+
+
+def count_kept(masks: dict[str, torch.Tensor]) -> int:
+    return int(sum(int(m.count_nonzero()) for m in masks.values()))
+
+
+def topk_masks(scores: dict[str, torch.Tensor], keep: int) -> dict[str, torch.Tensor]:
+    """Global top-``keep`` binary masks over all tensors, by decreasing score.
+
+    Ties are broken by position in the concatenation of the tensors in the given order
+    (earlier first), so the kept count is exactly ``keep`` and reruns agree.
+    """
+    total = sum(s.numel() for s in scores.values())
+    if not 0 <= keep <= total:
+        raise ValueError(f"topk_masks: keep must be in [0, {total}], got {keep}")
+    flat = torch.cat([s.detach().reshape(-1).float().cpu() for s in scores.values()])
+    # stable sort of -score keeps the earlier index first among equal scores
+    order = torch.sort(-flat, stable=True).indices[:keep]
+    chosen = torch.zeros(total, dtype=torch.bool)
+    chosen[order] = True
+    masks: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name, s in scores.items():
+        masks[name] = chosen[offset : offset + s.numel()].view(s.shape).to(s.device)
+        offset += s.numel()
+    return masks
+
+
+def keep_count(total: int, rate: float) -> int:
+    """Weights kept at pruning ``rate``: round((1 - rate) * total), the paper's # parameters."""
+    return int(math.floor((1.0 - rate) * total + 0.5))
+
+
+def crisp_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Binary masks of the weights the model actually computes with (nonzero effective weights)."""
+    return {name: getattr(model, name).detach() != 0 for name in PRUNABLE}
