@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
-__all__ = ["PruneReport", "PruneResult", "PruningMethod", "validate_rate", "register", "METHODS"]
+from tcmplib.topology import analyze, masks_from_model
+from tcmplib.train import TrainConfig, TrainData
+
+__all__ = [
+    "PruneReport",
+    "PruneResult",
+    "PruningMethod",
+    "validate_rate",
+    "register",
+    "METHODS",
+    "options_from",
+    "make_report",
+]
+
+OptionsT = TypeVar("OptionsT")
 
 
 def validate_rate(rate: float) -> float:
@@ -43,6 +58,8 @@ class PruneReport:
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    # Method-specific end-of-run numbers (e.g. PMP's rate at the prior's threshold).
+    details: dict[str, float] = field(default_factory=dict)
 
     @property
     def topologically_consistent(self) -> bool:
@@ -66,8 +83,21 @@ class PruningMethod(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def run(self, model: nn.Module, data: Any, rate: float, **kwargs: Any) -> PruneResult:
-        """Prune ``model`` to ``rate`` (already validated) while training on ``data``."""
+    def run(
+        self,
+        model: nn.Module,
+        data: TrainData,
+        rate: float,
+        *,
+        train_config: TrainConfig,
+        progress: bool = True,
+        **options: Any,
+    ) -> PruneResult:
+        """Prune ``model`` to ``rate`` (already validated) while training on ``data``.
+
+        ``train_config`` is the shared trainer's schedule (from the profile); ``options`` are
+        the method's own hyperparameters (the fields of its options dataclass).
+        """
 
 
 METHODS: dict[str, type[PruningMethod]] = {}
@@ -79,3 +109,57 @@ def register(cls: type[PruningMethod]) -> type[PruningMethod]:
         raise ValueError(f"register: pruning method {cls.name!r} is already registered")
     METHODS[cls.name] = cls
     return cls
+
+
+def options_from(cls: type[OptionsT], options: Mapping[str, Any], method: str) -> OptionsT:
+    """Build a method's frozen options dataclass from keyword options, naming unknown keys.
+
+    The dataclass's own ``__post_init__`` checks the values; this only catches typos, which
+    ``cls(**options)`` would report as an opaque ``TypeError``.
+    """
+    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{method}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(valid)}"
+        )
+    return cls(**options)
+
+
+def make_report(
+    method: str,
+    model: nn.Module,
+    target_rate: float,
+    *,
+    test: Mapping[str, float],
+    wall_time_s: float,
+    device: str,
+    history: list[dict[str, float]],
+    options: Any,
+    details: Mapping[str, float] | None = None,
+) -> PruneReport:
+    """The report of a finished run: counts and % A-C read from what the model computes with.
+
+    Kept weights are the nonzero effective weights (``getattr(model, name)``, masks applied),
+    so the achieved rate is measured, not taken from the method's own bookkeeping.
+    ``options`` is the method's options dataclass (stored as a plain dict).
+    """
+    topology = analyze(masks_from_model(model))  # type: ignore[arg-type]
+    total = topology.total_weights
+    kept = topology.total_kept
+    return PruneReport(
+        method=method,
+        target_rate=target_rate,
+        achieved_rate=1.0 - kept / total,
+        kept_weights=kept,
+        total_weights=total,
+        percent_ac=topology.percent_ac,
+        class_avg_accuracy=float(test["class_avg_accuracy"]),
+        accuracy=float(test["accuracy"]),
+        wall_time_s=wall_time_s,
+        device=device,
+        history=history,
+        options=asdict(options),
+        details=dict(details or {}),
+    )

@@ -8,6 +8,7 @@ optimizer updates the original ``W``. The trainer never sees masks.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -67,7 +68,7 @@ class FixedMask(nn.Module):
         return w * self.keep.to(w.dtype)
 
 
-def attach(model: nn.Module, masks: dict[str, nn.Module]) -> None:
+def attach(model: nn.Module, masks: Mapping[str, nn.Module]) -> None:
     """Register one mask parametrization per named weight (replacing any previous one)."""
     for name, module in masks.items():
         if name not in PRUNABLE:

@@ -1,0 +1,446 @@
+"""Verified compaction: a masked attention GCN becomes a smaller dense model.
+
+Zeros in dense tensors save neither time nor memory; removing *dead units* does. Using the
+exact topology of :mod:`tcmplib.topology`, :func:`compact_model` keeps only
+
+* the value-path input features that feed a live channel (rows of ``wv``),
+* live convolution channels (columns of ``wv``),
+* live heads, i.e. heads with an effective ``fc`` edge (their ``wq``/``wk`` slices),
+* per live head, the query/key column pairs whose two columns both keep an entry,
+* live dense-layer inputs ``(n, h, c)`` (rows of ``fc``).
+
+Nothing else can change the logits: a dead channel carries zero signal or reaches no
+class, a dead head reaches no class, an unpaired Q (or K) column adds ``0`` to every
+attention score. A live head whose Q/K weights are all pruned has all-zero scores, hence
+uniform attention; it keeps width-0 (or zero-padded) Q/K slices, which gives exactly the
+same uniform attention. The score scale stays ``1/sqrt(qk_dim)`` of the original model.
+
+Heads keep different numbers of Q/K column pairs; they are stored left-aligned in
+``(heads, d_in, width)`` tensors padded with zeros to the widest head, so the forward pass
+stays one batched product (padding adds ``0 * 0`` to the scores).
+
+Files: ``compact.safetensors`` (the four tensors) and ``compact.json`` (format name and
+version, the original :class:`~tcmplib.model.GCNConfig`, the kept indices per axis, the
+tensor shapes). No pickle anywhere; :func:`load_compact` checks the JSON and the tensors
+against each other and names the file and the expectation on any mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save, save_file
+from torch import Tensor, nn
+
+from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
+from tcmplib.topology import analyze
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "KeptIndices",
+    "CompactGCN",
+    "CompactFormatError",
+    "CompactionSummary",
+    "masked_copy",
+    "compact_model",
+    "save_compact",
+    "load_compact",
+    "max_logit_difference",
+    "summarize_compaction",
+]
+
+FORMAT_NAME = "tcmplib-compact-gcn"
+FORMAT_VERSION = 1
+JSON_NAME = "compact.json"
+TENSORS_NAME = "compact.safetensors"
+
+
+class CompactFormatError(ValueError):
+    """A saved compact model does not match the format; the message names file and problem."""
+
+
+@dataclass(frozen=True)
+class KeptIndices:
+    """What survives, as sorted indices into the *original* model's axes."""
+
+    #: Input features read by ``wv`` (rows of ``wv`` kept).
+    value_inputs: tuple[int, ...]
+    #: Convolution channels (columns of ``wv``).
+    channels: tuple[int, ...]
+    #: Live heads.
+    heads: tuple[int, ...]
+    #: Per kept head, its kept Q/K column pairs (indices into ``qk_dim``).
+    qk_columns: tuple[tuple[int, ...], ...]
+    #: Dense-layer inputs, as flat indices ``(n * heads + h) * channels + c``.
+    fc_inputs: tuple[int, ...]
+
+    @property
+    def qk_width(self) -> int:
+        """Width of the padded Q/K tensors: the largest number of pairs of one head."""
+        return max((len(columns) for columns in self.qk_columns), default=0)
+
+
+class CompactGCN(nn.Module):
+    """The attention GCN restricted to its live units; same input and output as the original.
+
+    ``forward`` computes what :class:`~tcmplib.model.AttentionGCN` computes with the pruned
+    weights, on smaller dense tensors.
+    """
+
+    value_inputs: Tensor
+    fc_rows: Tensor
+
+    def __init__(
+        self,
+        config: GCNConfig,
+        kept: KeptIndices,
+        tensors: Mapping[str, Tensor],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.kept = kept
+        self.wq = nn.Parameter(tensors["wq"].clone())
+        self.wk = nn.Parameter(tensors["wk"].clone())
+        self.wv = nn.Parameter(tensors["wv"].clone())
+        self.fc = nn.Parameter(tensors["fc"].clone())
+        self.register_buffer(
+            "value_inputs", torch.tensor(kept.value_inputs, dtype=torch.int64), persistent=False
+        )
+        self.register_buffer("fc_rows", self._fc_rows(config, kept), persistent=False)
+
+    @staticmethod
+    def _fc_rows(config: GCNConfig, kept: KeptIndices) -> Tensor:
+        """Positions of the kept dense-layer inputs in the compact (node, head, channel) grid."""
+        head_position = {head: i for i, head in enumerate(kept.heads)}
+        channel_position = {channel: i for i, channel in enumerate(kept.channels)}
+        heads, channels = len(kept.heads), len(kept.channels)
+        rows = []
+        for flat in kept.fc_inputs:
+            node, rest = divmod(flat, config.heads * config.channels)
+            head, channel = divmod(rest, config.channels)
+            rows.append((node * heads + head_position[head]) * channels + channel_position[channel])
+        return torch.tensor(rows, dtype=torch.int64)
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return _expected_shapes(self.config, self.kept)
+
+    def num_parameters(self) -> int:
+        """Stored values (dense, padding included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def num_nonzero(self) -> int:
+        return sum(int(p.count_nonzero()) for p in self.parameters())
+
+    def forward(self, x: Tensor) -> Tensor:
+        config = self.config
+        if x.dim() != 3 or x.shape[1:] != (config.nodes, config.d_in):
+            raise ValueError(
+                f"CompactGCN input: expected (batch, {config.nodes}, {config.d_in}), "
+                f"got {tuple(x.shape)}"
+            )
+        q = torch.einsum("bnd,hde->bhne", x, self.wq)
+        k = torch.einsum("bnd,hde->bhne", x, self.wk)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(config.qk_dim)
+        attention = torch.softmax(scores, dim=-1)
+        values = x[..., self.value_inputs] @ self.wv
+        hidden = torch.relu(torch.einsum("bhnm,bmc->bnhc", attention, values))
+        return hidden.reshape(x.shape[0], -1)[:, self.fc_rows] @ self.fc
+
+
+def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[int, ...]]:
+    heads, width = len(kept.heads), kept.qk_width
+    return {
+        "wq": (heads, config.d_in, width),
+        "wk": (heads, config.d_in, width),
+        "wv": (len(kept.value_inputs), len(kept.channels)),
+        "fc": (len(kept.fc_inputs), config.classes),
+    }
+
+
+def _pruned_weights(model: AttentionGCN, masks: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+    """The weights the masked model computes with (parametrizations applied, masks multiplied)."""
+    weights = {name: getattr(model, name).detach().clone() for name in PRUNABLE}
+    if masks is not None:
+        for name in PRUNABLE:
+            if name not in masks or tuple(masks[name].shape) != tuple(weights[name].shape):
+                raise ValueError(
+                    f"masks[{name!r}]: expected shape {tuple(weights[name].shape)}, got "
+                    f"{tuple(masks[name].shape) if name in masks else 'nothing'}"
+                )
+            weights[name] = weights[name] * (masks[name] != 0).to(weights[name].dtype)
+    return weights
+
+
+def masked_copy(model: AttentionGCN, masks: Mapping[str, Tensor]) -> AttentionGCN:
+    """A plain (unparametrized) copy of ``model`` whose pruned weights are set to zero."""
+    copy = AttentionGCN(model.config)
+    with torch.no_grad():
+        for name, weight in _pruned_weights(model, masks).items():
+            getattr(copy, name).copy_(weight)
+    return copy
+
+
+def compact_model(model: AttentionGCN, masks: Mapping[str, Tensor] | None = None) -> CompactGCN:
+    """Drop every dead unit of the pruned model; the logits stay the same.
+
+    Without ``masks``, the pruned weights are the nonzero entries of the model's
+    (possibly parametrized) weights; with ``masks``, the model's weights times the masks.
+    """
+    config = model.config
+    weights = _pruned_weights(model, masks)
+    report = analyze(weights, config)
+    alive = report.alive
+    effective = report.effective_masks
+    assert report.live_heads is not None
+
+    heads = report.live_heads.nonzero().squeeze(1).tolist()
+    qk_columns = tuple(
+        tuple(effective["wq"][head].any(dim=0).nonzero().squeeze(1).tolist()) for head in heads
+    )
+    kept = KeptIndices(
+        value_inputs=tuple(alive["input"].nonzero().squeeze(1).tolist()),
+        channels=tuple(alive["channels"].nonzero().squeeze(1).tolist()),
+        heads=tuple(heads),
+        qk_columns=qk_columns,
+        fc_inputs=tuple(alive["fc_inputs"].nonzero().squeeze(1).tolist()),
+    )
+
+    width = kept.qk_width
+    dtype = weights["wq"].dtype
+    wq = torch.zeros(len(heads), config.d_in, width, dtype=dtype)
+    wk = torch.zeros_like(wq)
+    for position, (head, columns) in enumerate(zip(heads, qk_columns, strict=True)):
+        index = torch.tensor(columns, dtype=torch.int64)
+        wq[position, :, : len(columns)] = weights["wq"][head][:, index]
+        wk[position, :, : len(columns)] = weights["wk"][head][:, index]
+    value_inputs = torch.tensor(kept.value_inputs, dtype=torch.int64)
+    channels = torch.tensor(kept.channels, dtype=torch.int64)
+    tensors = {
+        "wq": wq,
+        "wk": wk,
+        "wv": weights["wv"][value_inputs][:, channels],
+        "fc": weights["fc"][torch.tensor(kept.fc_inputs, dtype=torch.int64)],
+    }
+    return CompactGCN(config, kept, tensors)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _description(compact: CompactGCN) -> dict[str, Any]:
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": asdict(compact.config),
+        "kept": {
+            "value_inputs": list(compact.kept.value_inputs),
+            "channels": list(compact.kept.channels),
+            "heads": list(compact.kept.heads),
+            "qk_columns": [list(columns) for columns in compact.kept.qk_columns],
+            "fc_inputs": list(compact.kept.fc_inputs),
+        },
+        "tensors": {name: list(shape) for name, shape in compact.expected_shapes().items()},
+    }
+
+
+def _tensors(compact: CompactGCN) -> dict[str, Tensor]:
+    return {name: getattr(compact, name).detach().contiguous() for name in PRUNABLE}
+
+
+def save_compact(compact: CompactGCN, directory: str | Path) -> tuple[Path, Path]:
+    """Write ``compact.json`` and ``compact.safetensors`` into ``directory``; return both paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, tensors_path = directory / JSON_NAME, directory / TENSORS_NAME
+    json_path.write_text(json.dumps(_description(compact), separators=(",", ":")) + "\n")
+    save_file(_tensors(compact), str(tensors_path))
+    return json_path, tensors_path
+
+
+def _index_list(value: Any, size: int, where: str, path: Path) -> tuple[int, ...]:
+    """Check a strictly increasing list of ints in ``[0, size)``."""
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in value
+    ):
+        raise CompactFormatError(f"{path}: {where}: expected a list of integers")
+    increasing = all(a < b for a, b in zip(value, value[1:], strict=False))
+    if not increasing or any(i < 0 or i >= size for i in value):
+        raise CompactFormatError(
+            f"{path}: {where}: expected strictly increasing indices in [0, {size})"
+        )
+    return tuple(value)
+
+
+def _read_description(path: Path) -> tuple[GCNConfig, KeptIndices, dict[str, Any]]:
+    try:
+        description = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CompactFormatError(
+            f"{path}: expected a compact-model description, no such file"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CompactFormatError(f"{path}: expected valid JSON ({error})") from None
+    if not isinstance(description, dict):
+        raise CompactFormatError(f"{path}: expected a JSON object at the top level")
+    if description.get("format") != FORMAT_NAME:
+        raise CompactFormatError(
+            f'{path}: expected "format": "{FORMAT_NAME}", got {description.get("format")!r}'
+        )
+    if description.get("format_version") != FORMAT_VERSION:
+        raise CompactFormatError(
+            f'{path}: expected "format_version": {FORMAT_VERSION}, got '
+            f"{description.get('format_version')!r}"
+        )
+    for key in ("config", "kept", "tensors"):
+        if not isinstance(description.get(key), dict):
+            raise CompactFormatError(f"{path}: expected an object under {key!r}")
+    config_fields = set(GCNConfig.__dataclass_fields__)
+    if set(description["config"]) != config_fields:
+        raise CompactFormatError(
+            f"{path}: config: expected the keys {sorted(config_fields)}, got "
+            f"{sorted(description['config'])}"
+        )
+    try:
+        config = GCNConfig(**description["config"])
+    except ValueError as error:
+        raise CompactFormatError(f"{path}: {error}") from None
+
+    kept_json = description["kept"]
+    axes = {
+        "value_inputs": config.d_in,
+        "channels": config.channels,
+        "heads": config.heads,
+        "fc_inputs": config.fc_in,
+    }
+    missing = sorted((set(axes) | {"qk_columns"}) - set(kept_json))
+    if missing:
+        raise CompactFormatError(f"{path}: kept: expected the keys {missing} too")
+    indices = {
+        axis: _index_list(kept_json[axis], size, f"kept.{axis}", path)
+        for axis, size in axes.items()
+    }
+    qk_json = kept_json["qk_columns"]
+    if not isinstance(qk_json, list) or len(qk_json) != len(indices["heads"]):
+        raise CompactFormatError(
+            f"{path}: kept.qk_columns: expected one list per kept head "
+            f"({len(indices['heads'])} lists)"
+        )
+    qk_columns = tuple(
+        _index_list(columns, config.qk_dim, f"kept.qk_columns[{i}]", path)
+        for i, columns in enumerate(qk_json)
+    )
+    heads, channels = set(indices["heads"]), set(indices["channels"])
+    for flat in indices["fc_inputs"]:
+        head, channel = divmod(flat % (config.heads * config.channels), config.channels)
+        if head not in heads or channel not in channels:
+            raise CompactFormatError(
+                f"{path}: kept.fc_inputs: input {flat} (head {head}, channel {channel}) "
+                "expected to belong to a kept head and a kept channel"
+            )
+    kept = KeptIndices(qk_columns=qk_columns, **indices)
+    return config, kept, description
+
+
+def load_compact(directory: str | Path) -> CompactGCN:
+    """Read a model written by :func:`save_compact`, checking description and tensors."""
+    directory = Path(directory)
+    json_path, tensors_path = directory / JSON_NAME, directory / TENSORS_NAME
+    config, kept, description = _read_description(json_path)
+    expected = _expected_shapes(config, kept)
+    declared = {
+        name: tuple(shape)
+        for name, shape in description["tensors"].items()
+        if isinstance(shape, list)
+    }
+    if declared != expected:
+        raise CompactFormatError(
+            f"{json_path}: tensors: expected shapes {expected} from the kept indices, "
+            f"got {description['tensors']}"
+        )
+    try:
+        tensors = load_file(str(tensors_path))
+    except FileNotFoundError:
+        raise CompactFormatError(
+            f"{tensors_path}: expected the model's tensors, no such file"
+        ) from None
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CompactFormatError(f"{tensors_path}: expected a safetensors file ({error})") from None
+    found = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+    if found != expected:
+        raise CompactFormatError(f"{tensors_path}: expected tensors {expected}, got {found}")
+    return CompactGCN(config, kept, tensors)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class CompactionSummary:
+    """Sizes before and after compaction, and how far apart the two models' logits are."""
+
+    parameters_before: int
+    nonzero_before: int
+    parameters_after: int
+    nonzero_after: int
+    bytes_before: int
+    bytes_after: int
+    #: Largest absolute logit difference on the inputs given, computed in float64.
+    max_abs_difference: float
+
+    def rows(self) -> list[dict[str, int | str]]:
+        """A two-row table (masked dense model, compact model) for display."""
+        return [
+            {
+                "model": "masked (dense)",
+                "stored values": self.parameters_before,
+                "nonzero": self.nonzero_before,
+                "file bytes": self.bytes_before,
+            },
+            {
+                "model": "compact",
+                "stored values": self.parameters_after,
+                "nonzero": self.nonzero_after,
+                "file bytes": self.bytes_after,
+            },
+        ]
+
+
+def max_logit_difference(model: nn.Module, other: nn.Module, inputs: Tensor) -> float:
+    """Largest absolute difference of the two models' logits, computed in float64 copies."""
+    with torch.no_grad():
+        first = copy.deepcopy(model).double()(inputs.double())
+        second = copy.deepcopy(other).double()(inputs.double())
+    return (first - second).abs().max().item() if first.numel() else 0.0
+
+
+def summarize_compaction(
+    model: AttentionGCN, compact: CompactGCN, inputs: Tensor
+) -> CompactionSummary:
+    """Parameter counts and serialized sizes before/after, and the logits' max difference.
+
+    ``model`` is the masked model (its weights as it computes with them). File sizes are
+    the safetensors bytes of the four tensors; the compact size adds its JSON description.
+    The logits are compared in float64 copies of both models: in float32, a logit that is a
+    near-cancelling sum of large terms differs by rounding alone, because the compact model
+    sums fewer terms in another order; float64 leaves only structural differences visible.
+    """
+    dense = {name: getattr(model, name).detach().contiguous() for name in PRUNABLE}
+    description = json.dumps(_description(compact), separators=(",", ":")) + "\n"
+    difference = max_logit_difference(model, compact, inputs)
+    return CompactionSummary(
+        parameters_before=sum(t.numel() for t in dense.values()),
+        nonzero_before=sum(int(t.count_nonzero()) for t in dense.values()),
+        parameters_after=compact.num_parameters(),
+        nonzero_after=compact.num_nonzero(),
+        bytes_before=len(save(dense)),
+        bytes_after=len(save(_tensors(compact))) + len(description.encode()),
+        max_abs_difference=difference,
+    )

@@ -1,0 +1,97 @@
+"""Pruning methods behind one entry point, :func:`prune`.
+
+>>> result = prune("mp", model, data, 0.95, profile="book")      # doctest: +SKIP
+>>> result.report.achieved_rate, result.report.percent_ac         # doctest: +SKIP
+
+Methods (registered in :data:`METHODS` by name):
+
+- ``"mp"``: relaxed magnitude pruning trained on Eq. 1 (:mod:`tcmplib.pruning.mp`);
+- ``"mp-oneshot"``: classic one-shot magnitude pruning with retraining (same module);
+- ``"pmp"``: probabilistic magnitude pruning (:mod:`tcmplib.pruning.pmp`);
+- ``"tcmp"``: topologically consistent magnitude pruning (:mod:`tcmplib.pruning.tcmp`);
+- ``"greedy-tc"``: greedy topologically consistent pruning (:mod:`tcmplib.pruning.greedy`).
+
+Every method trains with the shared trainer under the profile's schedule, prunes to exactly
+``round((1 - rate) * N)`` weights of the ``N`` in the network, and returns the pruned model
+(masks attached as fixed parametrizations) with a :class:`PruneReport`.
+
+How methods are called: ``METHODS[name]().run(model, data, rate, train_config=...,
+progress=..., **options)``, where ``options`` are the method's own hyperparameters (the
+fields of its options dataclass, e.g. :class:`MPOptions`); unknown names are an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from tcmplib.profiles import Profile, get_profile
+from tcmplib.pruning import greedy, mp, pmp, tcmp
+from tcmplib.pruning.base import (
+    METHODS,
+    PruneReport,
+    PruneResult,
+    PruningMethod,
+    register,
+    validate_rate,
+)
+from tcmplib.pruning.mp import MPOptions, OneShotOptions
+from tcmplib.pruning.pmp import PMPOptions
+from tcmplib.train import DEVICES, TrainData
+
+__all__ = [
+    "prune",
+    "METHODS",
+    "PruneReport",
+    "PruneResult",
+    "PruningMethod",
+    "register",
+    "validate_rate",
+    "MPOptions",
+    "OneShotOptions",
+    "PMPOptions",
+    "greedy",
+    "mp",
+    "pmp",
+    "tcmp",
+]
+
+
+def _resolve_profile(profile: str | Profile) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if isinstance(profile, str):
+        return get_profile(profile)
+    raise ValueError(f"profile: expected a profile name or a Profile, got {profile!r}")
+
+
+def prune(
+    method: str,
+    model: nn.Module,
+    data: TrainData,
+    rate: float,
+    *,
+    profile: str | Profile = "book",
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    **options: Any,
+) -> PruneResult:
+    """Prune ``model`` (in place) to ``rate`` with ``method``, training on ``data``.
+
+    ``rate`` is the fraction of all weights removed, in [0, 1). ``profile`` (a name from
+    :data:`tcmplib.profiles.PROFILES` or a :class:`Profile`) sets the epochs; ``seed`` seeds
+    the training, so the same call gives the same report on the same machine. ``options``
+    go to the method (see its options dataclass).
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        valid = ", ".join(sorted(METHODS))
+        raise ValueError(f"method: expected one of {valid}, got {method!r}")
+    rate = validate_rate(rate)
+    if device not in DEVICES:
+        raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
+    config = _resolve_profile(profile).train_config(seed=seed, device=device)
+    return METHODS[method]().run(
+        model, data, rate, train_config=config, progress=progress, **options
+    )

@@ -1,0 +1,318 @@
+"""Probabilistic magnitude pruning (PMP, Sahbi, arXiv 2305.19343), as reconstructed here.
+
+What the public record says: PMP trains topology and weights together by aligning the
+distribution of the network's latent weights with a fixed prior; because the distribution is
+then known, the threshold that removes a fraction ``r`` of the weights follows from the
+prior's quantile ``a(r)``; the mask is a band-stop function of the latent weights. The
+details below are our choices (each is an option of :class:`PMPOptions`).
+
+* **Mask.** ``W = W_latent * psi_a(W_latent)`` with the band-stop
+  ``psi_a(w) = sigmoid(beta (w - a)) + sigmoid(-beta (w + a))``: about 0 for ``|w| < a``,
+  about 1 outside, exactly 1/2 at ``|w| = a``. ``beta = gamma / a`` where the dimensionless
+  steepness ``gamma`` grows *geometrically* from ``steepness_start`` (4: a soft mask,
+  psi(0) = 0.04, psi(2a) = 0.98) to ``steepness_end`` (200: a 1% change of ``|w|`` around
+  ``a`` flips the mask), so every epoch sharpens the mask by the same factor.
+* **Prior.** Zero-mean Gaussian (default) or Laplace. Its scale is fitted once, by maximum
+  likelihood, to the initial latent weights (Gaussian: ``s = sqrt(mean w^2)``; Laplace:
+  ``b = mean |w|``) and then kept fixed: the threshold ``a(r)`` is known before training
+  (Gaussian ``a = s Phi^-1((1 + r) / 2)``, Laplace ``a = -b ln(1 - r)``) and training pulls
+  the weights onto the prior, instead of the prior chasing the weights. ``prior_scale``
+  fixes it by hand instead.
+* **Scope.** ``"pooled"`` (default): one prior for all weights of the network, so ``r`` is a
+  global rate, as for MP and TCMP, and the layers' rates are free. ``"per-tensor"``: one
+  prior per weight tensor, scale fitted per tensor, so every tensor loses exactly ``r`` of its
+  weights (uniform layer-wise sparsity).
+* **Divergence.** The quantile-matching (1-D Wasserstein-2) distance between the empirical
+  distribution of ``|w|`` and the prior's magnitude distribution (half-normal or
+  exponential): ``mean_i (|w|_(i) - F^-1((i - 1/2) / n))^2 / s^2`` over the sorted
+  magnitudes, divided by the prior variance so it is scale-free. We use it instead of a
+  soft-histogram KL because it is exact (no bin width or kernel bandwidth to choose), its
+  gradient moves every weight towards the quantile of its own rank (so it never vanishes
+  on empty bins or on weights far out in the tails) and it costs one sort per step. Only
+  magnitudes are matched: the mask and the prior are symmetric, and the signs are left to
+  the cross entropy. Loss: ``CE + eta * divergence`` (``eta = 1``, the value the TCMP paper
+  gives its mixing parameter).
+* **Final network.** The hard mask ``|w| >= a(r)`` removes about ``r`` of the weights, only as
+  exactly as the empirical distribution matches the prior; its rate is reported
+  (``details["threshold_rate"]``, and ``threshold_rate`` in every history row). The final
+  network then keeps exactly the top ``round((1 - r) N)`` magnitudes (pooled; per tensor for
+  ``"per-tensor"``) of the baked weights ``w psi_a(w)``, so the rate is met by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tcmplib.model import PRUNABLE, AttentionGCN
+from tcmplib.pruning.base import PruneResult, PruningMethod, make_report, options_from, register
+from tcmplib.pruning.masks import FixedMask, attach, detach, keep_count, topk_masks
+from tcmplib.pruning.mp import project_top_k
+from tcmplib.train import NoOpHook, TrainConfig, TrainData, train
+
+__all__ = [
+    "PMPOptions",
+    "Prior",
+    "BandStopMask",
+    "band_stop",
+    "geometric_steepness",
+    "PMP",
+]
+
+PRIORS = ("gaussian", "laplace")
+SCOPES = ("pooled", "per-tensor")
+
+
+def band_stop(w: Tensor, threshold: float, steepness: float) -> Tensor:
+    """``psi_a(w) = sigmoid(beta (w - a)) + sigmoid(-beta (w + a))`` with ``beta = steepness / a``.
+
+    With ``a = 0`` (rate 0) nothing is removed: the mask is 1 everywhere.
+    """
+    if threshold <= 0.0:
+        return torch.ones_like(w)
+    beta = steepness / threshold
+    return torch.sigmoid(beta * (w - threshold)) + torch.sigmoid(-beta * (w + threshold))
+
+
+class BandStopMask(nn.Module):
+    """Parametrization ``W -> W * psi_a(W)``; the method anneals ``steepness``."""
+
+    def __init__(self, threshold: float, steepness: float) -> None:
+        super().__init__()
+        self.threshold = float(threshold)
+        self.steepness = float(steepness)
+
+    def mask(self, w: Tensor) -> Tensor:
+        return band_stop(w, self.threshold, self.steepness)
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w * self.mask(w)
+
+
+def geometric_steepness(epoch: int, epochs: int, start: float, end: float) -> float:
+    """``start`` at the first 1-based epoch, ``end`` at the last, geometric in between."""
+    if epochs <= 1:
+        return end
+    progress = (epoch - 1) / (epochs - 1)
+    return start * (end / start) ** progress
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A zero-mean prior over weights; ``scale`` is the Gaussian's s or the Laplace's b."""
+
+    family: str
+    scale: float
+
+    @classmethod
+    def fit(cls, family: str, weights: Tensor) -> Prior:
+        """Maximum-likelihood zero-mean fit: s = sqrt(mean w^2), or b = mean |w|."""
+        w = weights.detach().double()
+        scale = float(w.square().mean().sqrt()) if family == "gaussian" else float(w.abs().mean())
+        if not scale > 0:
+            raise ValueError("PMP prior: the initial weights are all 0, no scale can be fitted")
+        return cls(family, scale)
+
+    @property
+    def std(self) -> float:
+        return self.scale if self.family == "gaussian" else self.scale * math.sqrt(2.0)
+
+    def magnitude_quantile(self, p: Tensor) -> Tensor:
+        """Quantile of ``|w|`` at probabilities ``p``: half-normal or exponential."""
+        if self.family == "gaussian":
+            return self.scale * torch.special.ndtri((1.0 + p) / 2.0)
+        return -self.scale * torch.log1p(-p)
+
+    def threshold(self, rate: float) -> float:
+        """``a(r)``: the magnitude below which a fraction ``rate`` of the prior's mass lies."""
+        return float(self.magnitude_quantile(torch.tensor(rate, dtype=torch.float64)))
+
+
+@dataclass(frozen=True)
+class PMPOptions:
+    """Hyperparameters of PMP; see the module doc for what each choice means."""
+
+    prior: str = "gaussian"  # "gaussian" or "laplace"
+    scope: str = "pooled"  # "pooled" (global rate) or "per-tensor" (rate r in every tensor)
+    prior_scale: float | None = None  # None: ML fit to the initial weights, then fixed
+    alignment_weight: float = 1.0  # eta
+    steepness_start: float = 4.0  # gamma = beta * a at the first epoch
+    steepness_end: float = 200.0  # gamma at the last epoch
+
+    def __post_init__(self) -> None:
+        if self.prior not in PRIORS:
+            raise ValueError(f"PMPOptions.prior: expected one of {PRIORS}, got {self.prior!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"PMPOptions.scope: expected one of {SCOPES}, got {self.scope!r}")
+        for name in ("alignment_weight", "steepness_start", "steepness_end"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0 < value < math.inf)
+            ):
+                raise ValueError(f"PMPOptions.{name}: expected a positive number, got {value!r}")
+        if self.steepness_end < self.steepness_start:
+            raise ValueError(
+                f"PMPOptions.steepness_end: expected >= steepness_start "
+                f"({self.steepness_start}), got {self.steepness_end!r}"
+            )
+        scale = self.prior_scale
+        if scale is not None and (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not 0 < scale < math.inf
+        ):
+            raise ValueError(
+                f"PMPOptions.prior_scale: expected None or a positive number, got {scale!r}"
+            )
+
+
+class _Group:
+    """Weights sharing one prior: all tensors (pooled) or a single tensor (per-tensor)."""
+
+    def __init__(self, names: tuple[str, ...], prior: Prior, rate: float, size: int) -> None:
+        self.names = names
+        self.prior = prior
+        self.threshold = prior.threshold(rate)
+        # Target magnitudes at mid-rank probabilities, computed once (n floats per group).
+        p = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+        self.targets = prior.magnitude_quantile(p).float()
+
+    def divergence(self, weights: Mapping[str, Tensor]) -> Tensor:
+        """Quantile-matching distance between sorted ``|w|`` and the prior, over ``std^2``."""
+        flat = torch.cat([weights[name].reshape(-1) for name in self.names]).abs()
+        ordered = torch.sort(flat).values
+        targets = self.targets.to(ordered.device)
+        return (ordered - targets).square().mean() / self.prior.std**2
+
+
+class _PMPHook(NoOpHook):
+    def __init__(
+        self,
+        groups: list[_Group],
+        masks: dict[str, BandStopMask],
+        total: int,
+        opts: PMPOptions,
+        keep: dict[str, int] | int,
+    ) -> None:
+        self.groups = groups
+        self.masks = masks
+        self.total = total
+        self.opts = opts
+        self.keep = keep
+        self.final_threshold_rate = math.nan
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        steepness = geometric_steepness(
+            epoch, epochs, self.opts.steepness_start, self.opts.steepness_end
+        )
+        for mask in self.masks.values():
+            mask.steepness = steepness
+
+    def threshold_rate(self, weights: Mapping[str, Tensor]) -> float:
+        """Fraction of weights the hard mask ``|w| >= a(r)`` removes."""
+        with torch.no_grad():
+            removed = sum(
+                int((weights[name].abs() < group.threshold).sum())
+                for group in self.groups
+                for name in group.names
+            )
+        return removed / self.total
+
+    def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
+        assert isinstance(model, AttentionGCN)
+        weights = model.prunable()
+        divergence = sum(group.divergence(weights) for group in self.groups)
+        assert isinstance(divergence, Tensor)
+        with torch.no_grad():
+            soft_kept = sum(float(self.masks[n].mask(w).sum()) for n, w in weights.items())
+        logs = {
+            "steepness": next(iter(self.masks.values())).steepness,
+            "alignment": float(divergence.detach()),
+            "soft_rate": 1.0 - soft_kept / self.total,
+            "threshold_rate": self.threshold_rate(weights),
+        }
+        return self.opts.alignment_weight * divergence, logs
+
+    def on_train_end(self, model: nn.Module) -> None:
+        assert isinstance(model, AttentionGCN)
+        self.final_threshold_rate = self.threshold_rate(model.prunable())
+        if isinstance(self.keep, int):
+            project_top_k(model, self.keep)
+            return
+        # Per tensor: the exact count in every tensor, so each tensor loses its share r.
+        detach(model, bake=True)
+        masks: dict[str, Tensor] = {}
+        for name, w in model.prunable().items():
+            masks.update(topk_masks({name: w.abs()}, self.keep[name]))
+        attach(model, {name: FixedMask(mask) for name, mask in masks.items()})
+
+
+@register
+class PMP(PruningMethod):
+    """Probabilistic magnitude pruning; see the module doc for the reconstruction."""
+
+    name = "pmp"
+
+    def run(
+        self,
+        model: nn.Module,
+        data: TrainData,
+        rate: float,
+        *,
+        train_config: TrainConfig,
+        progress: bool = True,
+        **options: Any,
+    ) -> PruneResult:
+        if not isinstance(model, AttentionGCN):
+            raise TypeError(f"pmp: model: expected an AttentionGCN, got {type(model).__name__}")
+        opts = options_from(PMPOptions, options, self.name)
+        detach(model, bake=True)
+        weights = model.prunable()
+        total = model.num_weights()
+        scopes = [PRUNABLE] if opts.scope == "pooled" else [(name,) for name in PRUNABLE]
+        groups: list[_Group] = []
+        for names in scopes:
+            flat = torch.cat([weights[name].detach().reshape(-1) for name in names])
+            prior = (
+                Prior(opts.prior, float(opts.prior_scale))
+                if opts.prior_scale is not None
+                else Prior.fit(opts.prior, flat)
+            )
+            groups.append(_Group(names, prior, rate, flat.numel()))
+        masks = {
+            name: BandStopMask(group.threshold, opts.steepness_start)
+            for group in groups
+            for name in group.names
+        }
+        attach(model, masks)
+        keep: dict[str, int] | int = (
+            keep_count(total, rate)
+            if opts.scope == "pooled"
+            else {name: keep_count(w.numel(), rate) for name, w in weights.items()}
+        )
+        hook = _PMPHook(groups, masks, total, opts, keep)
+        result = train(model, data, train_config, hook=hook, progress=progress)
+        details = {"threshold_rate": hook.final_threshold_rate}
+        for group in groups:
+            label = "pooled" if len(group.names) > 1 else group.names[0]
+            details[f"prior_scale_{label}"] = group.prior.scale
+            details[f"threshold_{label}"] = group.threshold
+        report = make_report(
+            self.name,
+            model,
+            rate,
+            test=result.test,
+            wall_time_s=result.wall_time_s,
+            device=result.device,
+            history=result.history,
+            options=opts,
+            details=details,
+        )
+        return PruneResult(model, report)

@@ -1,0 +1,251 @@
+"""Compaction: the compact model computes the masked model's logits, and survives a file trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.utils import parametrize
+
+from tcmplib.compact import (
+    CompactFormatError,
+    compact_model,
+    load_compact,
+    masked_copy,
+    save_compact,
+    summarize_compaction,
+)
+from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
+from tcmplib.topology import analyze, magnitude_masks
+
+TOY = GCNConfig(nodes=3, d_in=4, heads=2, qk_dim=2, channels=3, classes=2)
+MID = GCNConfig(nodes=8, d_in=24, heads=8, qk_dim=4, channels=32, classes=10)
+
+
+def model_with_seed(config: GCNConfig, seed: int, unit_scale: bool = False) -> AttentionGCN:
+    """Glorot weights, or standard-normal weights (one scale for every tensor)."""
+    torch.manual_seed(seed)
+    model = AttentionGCN(config)
+    if unit_scale:
+        with torch.no_grad():
+            for weight in model.prunable().values():
+                weight.normal_()
+    return model
+
+
+def inputs(config: GCNConfig, seed: int = 0, batch: int = 5) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, config.nodes, config.d_in, generator=generator)
+
+
+def assert_same_logits(masked: AttentionGCN, x: torch.Tensor) -> None:
+    compact = compact_model(masked)
+    with torch.no_grad():
+        assert torch.allclose(compact(x), masked(x), atol=1e-5)
+    # Every stored nonzero of the compact model is an effective weight, and vice versa.
+    assert (
+        compact.num_nonzero()
+        == analyze({n: getattr(masked, n).detach() for n in PRUNABLE}).total_effective
+    )
+
+
+def fc_row(config: GCNConfig, node: int, head: int, channel: int) -> int:
+    return (node * config.heads + head) * config.channels + channel
+
+
+def toy_masks() -> dict[str, torch.Tensor]:
+    """As in test_topology: head 1 dead, channel 0 the only live one, Q column 1 unpaired."""
+    masks = {n: torch.zeros(s, dtype=torch.bool) for n, s in TOY.weight_shapes().items()}
+    masks["wv"][0, 0] = masks["wv"][3, 0] = masks["wv"][1, 1] = True
+    masks["fc"][fc_row(TOY, 0, 0, 0), 0] = True
+    masks["fc"][fc_row(TOY, 2, 0, 0), 1] = True
+    masks["fc"][fc_row(TOY, 1, 1, 2), 1] = True
+    masks["wq"][0, 0, 0] = masks["wq"][0, 2, 1] = masks["wk"][0, 1, 0] = True
+    masks["wq"][1, 0, 0] = masks["wk"][1, 0, 0] = True
+    return masks
+
+
+def test_toy_compaction_keeps_what_the_topology_says() -> None:
+    masked = masked_copy(model_with_seed(TOY, 0), toy_masks())
+    compact = compact_model(masked)
+    assert compact.kept.channels == (0,)
+    assert compact.kept.heads == (0,)
+    assert compact.kept.qk_columns == ((0,),)
+    assert compact.kept.value_inputs == (0, 3)
+    assert compact.kept.fc_inputs == (fc_row(TOY, 0, 0, 0), fc_row(TOY, 2, 0, 0))
+    assert {n: tuple(getattr(compact, n).shape) for n in PRUNABLE} == {
+        "wq": (1, 4, 1),
+        "wk": (1, 4, 1),
+        "wv": (2, 1),
+        "fc": (2, 2),
+    }
+    assert_same_logits(masked, inputs(TOY))
+
+
+def test_live_head_without_query_key_keeps_uniform_attention() -> None:
+    masks = toy_masks()
+    masks["wq"][0] = masks["wk"][0] = False
+    masked = masked_copy(model_with_seed(TOY, 0), masks)
+    compact = compact_model(masked)
+    assert compact.kept.heads == (0,)
+    assert compact.wq.shape == (1, TOY.d_in, 0)
+    assert_same_logits(masked, inputs(TOY))
+
+
+def test_everything_dead_gives_zero_logits() -> None:
+    masks = {n: torch.zeros(s, dtype=torch.bool) for n, s in TOY.weight_shapes().items()}
+    masks["wq"][:] = True
+    masked = masked_copy(model_with_seed(TOY, 0), masks)
+    compact = compact_model(masked)
+    assert compact.num_parameters() == 0
+    assert torch.equal(compact(inputs(TOY)), torch.zeros(5, TOY.classes))
+    assert_same_logits(masked, inputs(TOY))
+
+
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([0.15, 0.3, 0.6, 0.9]),
+    st.sampled_from([TOY, GCNConfig(nodes=2, d_in=3, heads=3, qk_dim=3, channels=2, classes=3)]),
+)
+@settings(max_examples=40, deadline=None)
+def test_random_masks_compact_to_the_same_logits(
+    seed: int, density: float, config: GCNConfig
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    masks = {
+        name: torch.rand(shape, generator=generator) < density
+        for name, shape in config.weight_shapes().items()
+    }
+    masked = masked_copy(model_with_seed(config, seed % 1000), masks)
+    assert_same_logits(masked, inputs(config, seed))
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.9, 0.95, 0.99])
+@pytest.mark.parametrize("unit_scale", [False, True])
+def test_magnitude_masks_compact_to_the_same_logits(rate: float, unit_scale: bool) -> None:
+    model = model_with_seed(MID, 3, unit_scale)
+    masked = masked_copy(model, magnitude_masks(model, rate))
+    assert_same_logits(masked, inputs(MID, batch=16))
+
+
+def test_unit_scale_99_percent_actually_removes_units() -> None:
+    model = model_with_seed(MID, 0, unit_scale=True)
+    masked = masked_copy(model, magnitude_masks(model, 0.99))
+    compact = compact_model(masked)
+    assert 0 < len(compact.kept.channels) < MID.channels
+    assert 0 < compact.num_parameters() < model.num_weights()
+
+
+def test_parametrized_model_is_compacted_through_its_parametrization() -> None:
+    model = model_with_seed(MID, 4)
+    masks = magnitude_masks(model, 0.9)
+
+    class Mask(torch.nn.Module):
+        def __init__(self, mask: torch.Tensor) -> None:
+            super().__init__()
+            self.register_buffer("mask", mask.float())
+
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight * self.mask
+
+    for name in PRUNABLE:
+        parametrize.register_parametrization(model, name, Mask(masks[name]))
+    x = inputs(MID)
+    with torch.no_grad():
+        assert torch.allclose(compact_model(model)(x), model(x), atol=1e-5)
+        # Explicit masks on an unmasked model give the same compact model.
+        plain = model_with_seed(MID, 4)
+        assert torch.allclose(compact_model(plain, masks)(x), model(x), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, AttentionGCN]:
+    model = model_with_seed(MID, 5, unit_scale=True)
+    masked = masked_copy(model, magnitude_masks(model, 0.98))
+    save_compact(compact_model(masked), tmp_path)
+    return tmp_path, masked
+
+
+def test_round_trip_gives_the_same_logits(saved: tuple[Path, AttentionGCN]) -> None:
+    directory, masked = saved
+    loaded = load_compact(directory)
+    x = inputs(MID, batch=8)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), masked(x), atol=1e-5)
+        assert torch.equal(loaded(x), compact_model(masked)(x))
+    assert sorted(p.name for p in directory.iterdir()) == ["compact.json", "compact.safetensors"]
+
+
+def test_summary_reports_smaller_files_and_equal_logits(saved: tuple[Path, AttentionGCN]) -> None:
+    directory, masked = saved
+    summary = summarize_compaction(masked, load_compact(directory), inputs(MID))
+    assert summary.max_abs_difference < 1e-5
+    assert summary.parameters_after < summary.parameters_before
+    assert summary.bytes_after < summary.bytes_before
+    on_disk = sum(p.stat().st_size for p in directory.iterdir())
+    assert summary.bytes_after == on_disk
+    assert summary.nonzero_after == summary.nonzero_before - (
+        analyze({n: getattr(masked, n) for n in PRUNABLE}).total_kept
+        - analyze({n: getattr(masked, n) for n in PRUNABLE}).total_effective
+    )
+
+
+def edit_json(directory: Path, change: dict[str, object]) -> None:
+    path = directory / "compact.json"
+    description = json.loads(path.read_text())
+    for dotted, value in change.items():
+        target = description
+        *parents, last = dotted.split(".")
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    path.write_text(json.dumps(description))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format_version": 99}, '"format_version": 1, got 99'),
+        ({"format": "other"}, 'expected "format": "tcmplib-compact-gcn"'),
+        ({"kept.channels": [3, 1]}, "kept.channels: expected strictly increasing"),
+        ({"kept.heads": [0, 99]}, r"kept.heads: expected strictly increasing indices in \[0, 8\)"),
+        ({"kept.qk_columns": []}, "kept.qk_columns: expected one list per kept head"),
+        ({"config.nodes": 0}, "GCNConfig.nodes: expected a positive integer"),
+        ({"tensors.fc": [1, 1]}, "tensors: expected shapes"),
+    ],
+)
+def test_bad_description_gives_one_clear_line(
+    saved: tuple[Path, AttentionGCN], change: dict[str, object], message: str
+) -> None:
+    directory, _ = saved
+    edit_json(directory, change)
+    with pytest.raises(CompactFormatError, match=message) as error:
+        load_compact(directory)
+    text = str(error.value)
+    assert "\n" not in text and str(directory / "compact.json") in text
+
+
+def test_corrupted_json_names_the_file(saved: tuple[Path, AttentionGCN]) -> None:
+    directory, _ = saved
+    path = directory / "compact.json"
+    path.write_text(path.read_text()[:50])
+    with pytest.raises(CompactFormatError, match=r"compact\.json: expected valid JSON"):
+        load_compact(directory)
+
+
+def test_missing_or_damaged_tensor_file_is_named(saved: tuple[Path, AttentionGCN]) -> None:
+    directory, _ = saved
+    tensors = directory / "compact.safetensors"
+    tensors.write_bytes(b"not a safetensors file")
+    with pytest.raises(CompactFormatError, match=r"compact\.safetensors: expected a safetensors"):
+        load_compact(directory)
+    tensors.unlink()
+    with pytest.raises(CompactFormatError, match="no such file"):
+        load_compact(directory)

@@ -1,0 +1,181 @@
+"""The pruning entry point, magnitude pruning (relaxed and one-shot) and PMP, on tiny runs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from tcmplib.model import PRUNABLE, GCNConfig
+from tcmplib.pruning import METHODS, prune
+from tcmplib.pruning.mp import linear_temperature, project_top_k
+from tcmplib.pruning.pmp import Prior, band_stop, geometric_steepness
+from tcmplib.topology import analyze, masks_from_model
+from tcmplib.train import build_model
+
+TINY = GCNConfig(nodes=4, d_in=6, heads=2, qk_dim=3, channels=8, classes=5)
+OURS = ("mp", "mp-oneshot", "pmp")
+
+
+@dataclass(frozen=True)
+class Data:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def make_data(config: GCNConfig, n: int = 40, seed: int = 0) -> Data:
+    """Class-dependent Gaussian node signals: learnable, tiny, deterministic."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(config.classes, config.nodes, config.d_in, generator=gen)
+
+    def split(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(count) % config.classes
+        x = centres[y] + 0.5 * torch.randn(count, config.nodes, config.d_in, generator=gen)
+        return x, y
+
+    x_train, y_train = split(n)
+    x_test, y_test = split(n // 2)
+    return Data(x_train, y_train, x_test, y_test)
+
+
+TINY_DATA = make_data(TINY)
+
+
+@pytest.mark.parametrize("method", OURS)
+@pytest.mark.parametrize("rate", [0.5, 0.75, 0.95, 0.99])
+def test_every_method_reaches_the_target_rate(method: str, rate: float) -> None:
+    result = prune(method, build_model(TINY), TINY_DATA, rate, profile="smoke", progress=False)
+    report = result.report
+    assert abs(report.achieved_rate - rate) <= 0.005
+    # the report counts what the model computes with
+    kept = sum(int(m.sum()) for m in masks_from_model(result.model).values())
+    assert report.kept_weights == kept == round((1 - rate) * TINY.num_weights())
+    assert report.total_weights == TINY.num_weights()
+    assert 0.0 <= report.class_avg_accuracy <= 1.0
+    assert report.method == method and report.options
+
+
+def test_relaxed_mp_logs_its_schedule_and_budget() -> None:
+    report = prune("mp", build_model(TINY), TINY_DATA, 0.9, profile="smoke", progress=False).report
+    temperatures = [row["temperature"] for row in report.history]
+    assert temperatures == sorted(temperatures, reverse=True)
+    assert temperatures[-1] == pytest.approx(report.details["t0"] * report.options["t_end_ratio"])
+    for row in report.history:
+        assert {"soft_kept", "soft_rate", "hard_rate", "budget"} <= set(row)
+        gap = (row["soft_kept"] - round(0.1 * TINY.num_weights())) / TINY.num_weights()
+        assert row["budget"] == pytest.approx(10.0 * gap**2, rel=1e-4)
+
+
+def test_linear_temperature_ends_where_it_should() -> None:
+    assert linear_temperature(1, 5, 1.0, 0.01) == 1.0
+    assert linear_temperature(5, 5, 1.0, 0.01) == pytest.approx(0.01)
+    assert linear_temperature(3, 5, 1.0, 0.0) == pytest.approx(0.5)
+
+
+def test_one_shot_mp_at_99_percent_disconnects_the_full_size_gcn() -> None:
+    """At 99% the 19,676 kept weights cannot cover the 32,256 attention and conv weights
+    and the dense layer together: global magnitude pruning leaves dead connections."""
+    config = GCNConfig()
+    data = make_data(config, n=2 * config.classes)
+    result = prune("mp-oneshot", build_model(config), data, 0.99, profile="smoke", progress=False)
+    report = result.report
+    assert report.kept_weights == 19_676
+    assert report.percent_ac < 100.0
+    assert not report.topologically_consistent
+    assert report.percent_ac == pytest.approx(analyze(masks_from_model(result.model)).percent_ac)
+
+
+@pytest.mark.parametrize("method", OURS)
+def test_same_seed_same_report(method: str) -> None:
+    def run() -> dict[str, object]:
+        report = prune(
+            method,
+            build_model(TINY, seed=3),
+            TINY_DATA,
+            0.8,
+            profile="smoke",
+            seed=5,
+            progress=False,
+        ).report
+        data = report.to_dict()
+        del data["wall_time_s"]
+        return data
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, math.nan, "0.5", True])
+def test_bad_rates_are_rejected_clearly(rate: object) -> None:
+    with pytest.raises(ValueError, match=r"^rate: expected"):
+        prune("mp", build_model(TINY), TINY_DATA, rate, profile="smoke")  # type: ignore[arg-type]
+
+
+def test_unknown_method_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match="method: expected one of") as err:
+        prune("magnitude", build_model(TINY), TINY_DATA, 0.5, profile="smoke")
+    for name in (*OURS, *METHODS):
+        assert name in str(err.value)
+
+
+def test_unknown_option_and_profile_are_named() -> None:
+    with pytest.raises(ValueError, match=r"mp: unknown option\(s\) 'lambda'"):
+        prune("mp", build_model(TINY), TINY_DATA, 0.5, profile="smoke", **{"lambda": 3.0})
+    with pytest.raises(ValueError, match="profile: expected one of"):
+        prune("mp", build_model(TINY), TINY_DATA, 0.5, profile="fast")
+    with pytest.raises(ValueError, match="PMPOptions.prior: expected one of"):
+        prune("pmp", build_model(TINY), TINY_DATA, 0.5, profile="smoke", prior="cauchy")
+
+
+def test_projection_keeps_exactly_the_largest_magnitudes() -> None:
+    model = build_model(TINY)
+    before = {n: w.detach().clone() for n, w in model.prunable().items()}
+    masks = project_top_k(model, 100)
+    kept = torch.cat([before[n].abs()[masks[n]] for n in PRUNABLE])
+    pruned = torch.cat([before[n].abs()[~masks[n]] for n in PRUNABLE])
+    assert kept.numel() == 100 and float(kept.min()) >= float(pruned.max())
+    for name in PRUNABLE:  # the model computes with the kept weights only, unchanged
+        assert torch.equal(getattr(model, name).detach(), before[name] * masks[name])
+
+
+def test_one_shot_history_covers_both_phases() -> None:
+    report = prune(
+        "mp-oneshot", build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False
+    ).report
+    assert [row["phase"] for row in report.history] == [0.0, 0.0, 1.0, 1.0]
+    assert [row["epoch"] for row in report.history] == [1, 2, 3, 4]
+    assert report.details["dense_epochs"] == 2
+
+
+def test_pmp_band_stop_and_prior_quantiles() -> None:
+    w = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    mask = band_stop(w, 1.0, 50.0)
+    assert mask.tolist() == pytest.approx([1.0, 0.5, 0.0, 0.5, 1.0], abs=1e-9)
+    assert torch.equal(band_stop(w, 0.0, 50.0), torch.ones_like(w))  # rate 0 removes nothing
+    gauss, laplace = Prior("gaussian", 2.0), Prior("laplace", 2.0)
+    assert gauss.threshold(0.95) == pytest.approx(2.0 * 1.959964, rel=1e-6)
+    assert laplace.threshold(0.95) == pytest.approx(-2.0 * math.log(0.05))
+    assert geometric_steepness(1, 3, 4.0, 400.0) == 4.0
+    assert geometric_steepness(2, 3, 4.0, 400.0) == pytest.approx(40.0)
+
+
+def test_pmp_per_tensor_scope_prunes_every_tensor_at_the_rate() -> None:
+    result = prune(
+        "pmp",
+        build_model(TINY),
+        TINY_DATA,
+        0.75,
+        profile="smoke",
+        progress=False,
+        scope="per-tensor",
+        prior="laplace",
+    )
+    for name, mask in masks_from_model(result.model).items():
+        assert int(mask.sum()) == round(0.25 * mask.numel()), name
+    report = result.report
+    assert set(report.details) >= {"threshold_rate", "threshold_fc", "prior_scale_wq"}
+    assert 0.0 <= report.details["threshold_rate"] <= 1.0
+    assert {"steepness", "alignment", "threshold_rate", "soft_rate"} <= set(report.history[0])

@@ -1,0 +1,329 @@
+"""The shared trainer: adaptive learning rate, metrics, determinism, checkpoints, hooks, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from tcmplib.cli import main as cli_main
+from tcmplib.model import AttentionGCN, GCNConfig
+from tcmplib.profiles import PROFILES, get_profile, profile_from_env
+from tcmplib.train import (
+    NoOpHook,
+    TrainConfig,
+    adapt_lr,
+    build_model,
+    config_hash,
+    evaluate,
+    train,
+)
+
+TINY = GCNConfig(nodes=5, d_in=6, heads=2, qk_dim=3, channels=4, classes=3)
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """Random data of the dataset's shapes (the trainer only reads these four fields)."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+def stand_in(n_train: int = 48, n_test: int = 24) -> StandIn:
+    g = torch.Generator().manual_seed(0)
+    return StandIn(
+        x_train=torch.randn(n_train, TINY.nodes, TINY.d_in, generator=g),
+        y_train=torch.randint(0, TINY.classes, (n_train,), generator=g),
+        x_test=torch.randn(n_test, TINY.nodes, TINY.d_in, generator=g),
+        y_test=torch.randint(0, TINY.classes, (n_test,), generator=g),
+    )
+
+
+def params(model: nn.Module) -> dict[str, Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# --- adaptive learning rate ----------------------------------------------------------------
+
+
+def test_adapt_lr_on_a_hand_worked_loss_sequence() -> None:
+    # factor 0.5 keeps the arithmetic exact; lr_max = 3e-3 caps the rises.
+    losses = [1.0, 0.9, 0.95, 0.8, 0.8, 0.7, 0.6, 0.65]
+    expected_next = [1e-3, 2e-3, 1e-3, 2e-3, 2e-3, 3e-3, 3e-3, 1.5e-3]
+    #               first  fell  rose  fell  same  fell,capped  capped  rose
+    lr, previous = 1e-3, None
+    for loss, want in zip(losses, expected_next, strict=True):
+        lr = adapt_lr(lr, loss, previous, factor=0.5, lr_max=3e-3)
+        previous = loss
+        assert lr == pytest.approx(want, rel=1e-12)
+
+
+def test_adapt_lr_with_the_papers_factor_stops_at_the_cap() -> None:
+    # Uncapped, 100 falling epochs give 1e-3 / 0.99**100 = 2.73e-3; the cap 2e-3 is reached
+    # after ceil(log 2 / -log 0.99) = 69 falls and then holds.
+    lr, rates = 1e-3, []
+    for step in range(100):
+        lr = adapt_lr(lr, 1.0 - step * 1e-3, 1.0 - (step - 1) * 1e-3, factor=0.99, lr_max=2e-3)
+        rates.append(lr)
+    first_capped = rates.index(2e-3)
+    assert first_capped + 1 == math.ceil(math.log(2) / -math.log(0.99)) == 69
+    assert rates[first_capped - 1] == pytest.approx(1e-3 / 0.99**68)
+    assert all(r == 2e-3 for r in rates[first_capped:])
+
+
+def test_history_lr_follows_the_rule_on_the_total_loss() -> None:
+    cfg = TrainConfig(epochs=12, lr=1e-2, lr_max=1.5e-2, eval_every=4)
+    result = train(build_model(TINY, 0), stand_in(), cfg, progress=False)
+    rows = result.history
+    assert rows[0]["lr"] == cfg.lr
+    for t in range(1, len(rows)):
+        before = rows[t - 2]["loss"] if t >= 2 else None
+        assert rows[t]["lr"] == adapt_lr(
+            rows[t - 1]["lr"], rows[t - 1]["loss"], before, factor=cfg.lr_factor, lr_max=cfg.lr_max
+        )
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+class FixedLogits(nn.Module):
+    """Returns its input as logits (evaluate needs one parameter to find the device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+def test_class_averaged_and_plain_accuracy_differ_on_a_hand_worked_example() -> None:
+    # Class 0: 4 samples, all right; class 1: 2 samples, 1 right; class 2: no sample (skipped).
+    y = torch.tensor([0, 0, 0, 0, 1, 1])
+    predicted = torch.tensor([0, 0, 0, 0, 0, 1])
+    logits = nn.functional.one_hot(predicted, num_classes=3).float()
+    metrics = evaluate(FixedLogits(), logits, y)
+    assert metrics["accuracy"] == pytest.approx(5 / 6)
+    assert metrics["class_avg_accuracy"] == pytest.approx((4 / 4 + 1 / 2) / 2)
+
+
+def test_evaluate_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="evaluate: expected x of N samples"):
+        evaluate(FixedLogits(), torch.zeros(3, 2), torch.zeros(2, dtype=torch.int64))
+
+
+# --- determinism and checkpoints -----------------------------------------------------------
+
+
+def test_same_seed_gives_bit_identical_weights_and_history() -> None:
+    cfg = TrainConfig(epochs=6, batch_size=16, eval_every=3, seed=5)
+    runs = []
+    for _ in range(2):
+        model = build_model(TINY, seed=1)
+        runs.append((train(model, stand_in(), cfg, progress=False), params(model)))
+    (first, w1), (second, w2) = runs
+    assert first.history == second.history
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    other = build_model(TINY, seed=1)
+    train(
+        other,
+        stand_in(),
+        TrainConfig(epochs=6, batch_size=16, eval_every=3, seed=6),
+        progress=False,
+    )
+    assert not torch.equal(params(other)["fc"], w1["fc"])  # the seed orders the batches
+
+
+class Scale(nn.Module):
+    """A stand-in for a pruning parametrization: weight * a fixed mask buffer."""
+
+    mask: Tensor
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
+class NoisyHook(NoOpHook):
+    """Draws from the global RNG every step (as a stochastic pruning method might)."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.stop_at = stop_at
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        if epoch == self.stop_at:
+            raise KeyboardInterrupt  # simulates a run killed before this epoch
+
+    def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
+        assert isinstance(model, AttentionGCN)
+        noise = 1e-3 * torch.rand(())
+        return noise * model.wv.square().sum(), {"noise": float(noise)}
+
+
+def masked_model(seed: int) -> AttentionGCN:
+    model = build_model(TINY, seed=seed)
+    mask = (torch.arange(model.fc.numel()) % 3 != 0).float().reshape(model.fc.shape)
+    parametrize.register_parametrization(model, "fc", Scale(mask))
+    return model
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=8, batch_size=20, eval_every=2, checkpoint_every=3, seed=2)
+    reference = masked_model(seed=0)
+    full = train(reference, stand_in(), cfg, hook=NoisyHook(), progress=False)
+
+    interrupted = masked_model(seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            interrupted,
+            stand_in(),
+            cfg,
+            hook=NoisyHook(stop_at=5),
+            progress=False,
+            checkpoint_dir=tmp_path,
+        )
+    assert [p.name for p in tmp_path.glob("ckpt-*.pt")] == ["ckpt-000003.pt"]
+
+    resumed_model = masked_model(
+        seed=99
+    )  # different init: everything must come from the checkpoint
+    resumed = train(
+        resumed_model, stand_in(), cfg, hook=NoisyHook(), progress=False, checkpoint_dir=tmp_path
+    )
+    assert resumed.resumed_from_epoch == 3
+    assert resumed.history == full.history
+    assert resumed.test == full.test
+    want, got = params(reference), params(resumed_model)
+    assert want.keys() == got.keys() and "parametrizations.fc.original" in got
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert [p.name for p in tmp_path.glob("ckpt-*.pt")] == ["ckpt-000006.pt"]
+
+
+def test_checkpoints_of_another_config_are_refused(tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=2, eval_every=1, checkpoint_every=1)
+    train(build_model(TINY, 0), stand_in(), cfg, progress=False, checkpoint_dir=tmp_path)
+    other = TrainConfig(epochs=3, eval_every=1, checkpoint_every=1)
+    with pytest.raises(ValueError, match="checkpoint_dir: .* belongs to another run"):
+        train(build_model(TINY, 0), stand_in(), other, progress=False, checkpoint_dir=tmp_path)
+
+
+# --- hooks ---------------------------------------------------------------------------------
+
+
+class RisingPenalty(NoOpHook):
+    """A penalty that grows by 10 per epoch, so the *total* loss rises although the CE falls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        self.epoch = epoch
+        self.calls.append(("start", epoch))
+
+    def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
+        penalty = torch.tensor(10.0 * self.epoch)
+        return penalty, {"penalty": float(penalty), "temperature": 1.0 / self.epoch}
+
+    def on_train_end(self, model: nn.Module) -> None:
+        self.calls.append(("end", -1))
+
+
+def test_hook_extra_loss_and_logs_reach_the_history_and_the_lr_rule() -> None:
+    hook = RisingPenalty()
+    cfg = TrainConfig(epochs=5, eval_every=5)
+    result = train(build_model(TINY, 0), stand_in(), cfg, hook=hook, progress=False)
+    assert hook.calls == [("start", e) for e in range(1, 6)] + [("end", -1)]
+    for row in result.history:
+        epoch = row["epoch"]
+        assert row["penalty"] == 10.0 * epoch
+        assert row["temperature"] == pytest.approx(1.0 / epoch)
+        assert row["loss"] == pytest.approx(row["ce"] + row["penalty"])
+        # The total loss rose at every epoch after the first, so the rate fell each time.
+        assert row["lr"] == pytest.approx(1e-3 * 0.99 ** max(epoch - 2, 0))
+    assert "test_class_avg_accuracy" in result.history[-1]
+    assert "test_accuracy" not in result.history[0]
+
+
+# --- configuration, profiles, CLI ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "TrainConfig.epochs: expected a positive integer"),
+        ("lr_factor", 1.0, r"TrainConfig.lr_factor: expected a number in \(0, 1\)"),
+        ("lr_max", 1e-4, r"TrainConfig.lr_max: expected a number >= lr"),
+        ("device", "gpu", "TrainConfig.device: expected one of"),
+        ("batch_size", 0, "TrainConfig.batch_size: expected a positive integer"),
+    ],
+)
+def test_bad_train_config_names_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_config_hash_is_stable_and_sensitive() -> None:
+    assert config_hash(TrainConfig()) == config_hash(TrainConfig())
+    assert config_hash(TrainConfig()) != config_hash(TrainConfig(seed=1))
+    assert len(config_hash(TrainConfig())) == 12
+
+
+def test_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set(PROFILES) == {"smoke", "book", "paper"}
+    assert get_profile("paper").epochs == 2700
+    assert get_profile("smoke").epochs < get_profile("book").epochs
+    with pytest.raises(ValueError, match="profile: expected one of book, paper, smoke, got 'fast'"):
+        get_profile("fast")
+    monkeypatch.delenv("TCMP_PROFILE", raising=False)
+    assert profile_from_env().name == "book"
+    monkeypatch.setenv("TCMP_PROFILE", "smoke")
+    assert profile_from_env().name == "smoke"
+    monkeypatch.setenv("TCMP_PROFILE", "nope")
+    with pytest.raises(ValueError, match="TCMP_PROFILE: profile: expected one of"):
+        profile_from_env()
+    config = get_profile("smoke").train_config(seed=3, lr_max=5e-3)
+    assert (config.epochs, config.seed, config.lr_max) == (get_profile("smoke").epochs, 3, 5e-3)
+
+
+def test_cli_train_smoke_writes_a_valid_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "result.json"
+    code = cli_main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--profile",
+            "smoke",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["profile"] == "smoke" and record["dataset"] == "synthetic"
+    assert record["model"]["num_weights"] == 1_967_616
+    assert record["train_config"]["epochs"] == get_profile("smoke").epochs
+    assert len(record["history"]) == get_profile("smoke").epochs
+    assert 0.0 <= record["metrics"]["test"]["class_avg_accuracy"] <= 1.0
+    assert {"torch", "tcmplib"} <= record["versions"].keys() and record["date"]
+    assert not list(tmp_path.glob("*.tmp"))
+    assert "wrote" in capsys.readouterr().out
