@@ -106,7 +106,7 @@ class AttentionGCN(nn.Module):
         return torch.softmax(scores, dim=-1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs of the dense layer, (batch, nodes * heads * channels), (node, head, channel) order."""
+        """Dense-layer inputs: (batch, nodes * heads * channels) in (node, head, channel) order."""
         attn = self.attention(x)
         v = x @ self.wv
         # Writing straight into (batch, node, head, channel) order avoids a permuted copy of

@@ -57,6 +57,8 @@ class RelaxedMagnitudeMask(nn.Module):
 class FixedMask(nn.Module):
     """Parametrization W -> W * M for a fixed binary mask M (kept as a buffer)."""
 
+    keep: torch.Tensor
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("keep", mask.detach().to(torch.bool).clone())
@@ -65,7 +67,7 @@ class FixedMask(nn.Module):
         return self.keep.to(w.dtype)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w * self.keep.to(w.dtype)
+        return w * self.mask(w)
 
 
 def attach(model: nn.Module, masks: Mapping[str, nn.Module]) -> None:
