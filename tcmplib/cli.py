@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Each subcommand is added by an `_add_...(commands)` function with a `handler` default
     # that takes the parsed arguments and returns the exit status.
     _add_train(commands)
+    _add_sweep(commands)
+    _add_table(commands)
     return parser
 
 
@@ -141,6 +143,150 @@ def _run_train(args: argparse.Namespace) -> int:
         f"{result.wall_time_s:.1f} s on {result.device}"
     )
     print(f"wrote {out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------
+# tcmp sweep
+# -------------------------------------------------------------------------------------------
+
+
+def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tcmplib.profiles import PROFILES
+    from tcmplib.sweep import EXECUTORS, GRIDS
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of configurations (e.g. Table 1) through papermill",
+        description="Run every configuration of a named grid that has no result yet: each run "
+        "executes the run notebook with papermill and writes one JSON result file. Results "
+        "already present with the same config hash are reused, so an interrupted sweep "
+        "resumes. Prints Table 1-right from the results folder at the end.",
+    )
+    sweep.add_argument(
+        "grid",
+        choices=sorted(GRIDS),
+        help="table1: baseline + MP, greedy TC, TCMP and PMP at 50/75/95/99%%",
+    )
+    sweep.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
+    sweep.add_argument("--profile", choices=sorted(PROFILES), default="book")
+    sweep.add_argument(
+        "--seeds", type=_positive_int, default=1, help="number of seeds, 0..N-1 (default 1)"
+    )
+    sweep.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results folder (default: results/DATASET-PROFILE)",
+    )
+    sweep.add_argument(
+        "--notebooks",
+        type=Path,
+        default=None,
+        help="folder for the executed run notebooks (default: runs/notebooks/<results name>)",
+    )
+    sweep.add_argument("--executor", choices=EXECUTORS, default="local")
+    sweep.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address (tcp://host:8786); default: a LocalCluster for this sweep",
+    )
+    sweep.add_argument(
+        "--workers", type=_positive_int, default=None, help="LocalCluster worker processes"
+    )
+    sweep.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sweep.add_argument(
+        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
+    )
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="list the runs still missing and stop"
+    )
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sweep.set_defaults(handler=_run_sweep)
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from tcmplib import tables
+    from tcmplib.sweep import sweep
+
+    if args.scheduler is not None and args.executor != "dask":
+        print("--scheduler: only used with --executor dask", file=sys.stderr)
+        return 2
+    try:
+        summary = sweep(
+            args.grid,
+            profile=args.profile,
+            dataset=args.dataset,
+            seeds=args.seeds,
+            results_dir=args.results,
+            notebooks_dir=args.notebooks,
+            executor=args.executor,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            device=args.device,
+            fpha_root=args.fpha_root,
+            progress=not args.no_progress,
+            dry_run=args.dry_run,
+        )
+    except ValueError as err:
+        print(f"tcmp sweep: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(f"{summary.results_dir}: {len(summary.reused)} done, {len(summary.pending)} to run")
+        for config in summary.pending:
+            print(f"  {config.name}")
+        return 0
+    print(summary)
+    results = tables.load_results(summary.results_dir)
+    if len(results):
+        print(tables.to_markdown(tables.table1_right(results)))
+    return 0 if summary.ok else 1
+
+
+# -------------------------------------------------------------------------------------------
+# tcmp table
+# -------------------------------------------------------------------------------------------
+
+
+def _add_table(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    table = commands.add_parser(
+        "table",
+        help="Table 1-right from a results folder, optionally next to the paper's numbers",
+        description="Read the result files of a sweep and print Table 1-right (means and "
+        "spread over seeds); with --paper, side by side with the published numbers.",
+    )
+    table.add_argument("results", type=Path, help="results folder written by `tcmp sweep`")
+    table.add_argument("--paper", action="store_true", help="add the paper's published numbers")
+    table.add_argument(
+        "--out", type=Path, default=None, help="also write the table to a .md or .csv file"
+    )
+    table.set_defaults(handler=_run_table)
+
+
+def _run_table(args: argparse.Namespace) -> int:
+    from tcmplib import tables
+
+    try:
+        results = tables.load_results(args.results)
+        if not len(results):
+            print(f"tcmp table: {args.results}: no result files (*.json) there", file=sys.stderr)
+            return 2
+        frame = tables.table1_right(results)
+        if args.paper:
+            frame = tables.compare_with_paper(frame)
+        print(tables.to_markdown(frame))
+        if args.out is not None:
+            print(f"wrote {tables.write_table(frame, args.out)}")
+    except ValueError as err:
+        print(f"tcmp table: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,6 +3,8 @@ normalization, and the dataset entry point."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,22 @@ def test_unknown_dataset_and_bad_chunks_are_rejected() -> None:
         load_dataset("ntu")
     with pytest.raises(ValueError, match="chunks"):
         load_dataset("synthetic", chunks=0)
+
+
+def test_synthetic_cache_round_trips_and_is_keyed_by_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TCMP_CACHE", str(tmp_path))
+    first = load_dataset("synthetic", chunks=4, seed=3)
+    assert first.meta["cache"]["hit"] is False
+    again = load_dataset("synthetic", chunks=4, seed=3)
+    assert again.meta["cache"]["hit"] is True
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(first, name), getattr(again, name))
+    assert again.class_names == first.class_names
+    other = load_dataset("synthetic", chunks=4, seed=4)
+    assert other.meta["cache"]["hit"] is False
+    assert not torch.equal(other.x_train, first.x_train)
+    assert len(list(tmp_path.glob("synthetic-*.npz"))) == 2
+    uncached = load_dataset("synthetic", chunks=4, seed=3, cache=False)
+    assert "cache" not in uncached.meta and torch.equal(uncached.x_train, first.x_train)

@@ -103,7 +103,7 @@ def build_dataset(raw: SkeletonSequences, chunks: int) -> SkeletonDataset:
 
 
 def cache_dir() -> Path:
-    """Folder for preprocessed FPHA: ``$TCMP_CACHE``, else the user cache folder."""
+    """Folder for preprocessed data sets: ``$TCMP_CACHE``, else the user cache folder."""
     explicit = os.environ.get("TCMP_CACHE")
     if explicit:
         return Path(explicit).expanduser()
@@ -175,8 +175,9 @@ def load_dataset(
 ) -> SkeletonDataset:
     """The data set ``name`` as normalized node signals (N, 21, 3 * chunks).
 
-    - ``"synthetic"``: generated from ``seed`` (see :mod:`.synthetic`); ``root`` and
-      ``cache`` are not used.
+    - ``"synthetic"``: generated from ``seed`` (see :mod:`.synthetic`); ``root`` is not
+      used. With ``cache`` the arrays are kept in :func:`cache_dir`, keyed by the seed, the
+      chunk count and the source code of :mod:`tcmplib.data`.
     - ``"fpha"``: read from ``root`` or ``$FPHA_ROOT`` (a folder holding
       ``Hand_pose_annotation_v1/`` or its ``.tar.xz``/``.tar.gz``, plus
       ``data_split_action_recognition.txt``; or the archive itself). The official split is
@@ -192,5 +193,25 @@ def load_dataset(
     if name == "fpha":
         dataset = _load_fpha_dataset(chunks, root, cache)
     else:
-        dataset = build_dataset(generate_synthetic(seed), chunks)
+        dataset = _load_synthetic_dataset(seed, chunks, cache)
+    return dataset
+
+
+def _load_synthetic_dataset(seed: int, chunks: int, cache: bool) -> SkeletonDataset:
+    # Generating the set takes seconds, and every run of a sweep is a fresh process. The key
+    # covers the source of the generator and of the preprocessing, so an edit to either can
+    # never serve stale arrays.
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    settings = json.dumps({"seed": seed, "chunks": chunks, "code": code}, sort_keys=True)
+    key = hashlib.sha256(settings.encode()).hexdigest()[:24]
+    path = cache_dir() / f"synthetic-{key}.npz"
+    if cache and path.is_file():
+        dataset = _load(path, "synthetic")
+        dataset.meta["cache"] = {"path": str(path), "hit": True}
+        return dataset
+    dataset = build_dataset(generate_synthetic(seed), chunks)
+    if cache:
+        _save(path, dataset)
+        dataset.meta["cache"] = {"path": str(path), "hit": False}
     return dataset

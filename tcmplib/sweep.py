@@ -1,0 +1,537 @@
+"""Sweeps: the grids of runs behind the paper's tables, executed through papermill.
+
+One *run* is one :class:`RunConfig` (data set, method, pruning rate, seed, profile). It is
+executed by the parametrized notebook :data:`RUN_NOTEBOOK` (papermill injects the config into
+its ``parameters`` cell), which calls :func:`run_config` and leaves two things behind:
+
+- a result file ``<results_dir>/<method>_rate<rate>_seed<seed>_<hash>.json`` (written
+  atomically): the config and its hash, the method's report, the test metrics at every
+  evaluated epoch, and provenance (git commit, device, versions, wall time, date);
+- the executed notebook, under ``notebooks_dir`` (outside the book), for a reader who wants
+  to see what the run printed.
+
+A *sweep* expands a named grid (:data:`GRIDS`, e.g. ``"table1"``) over seeds, skips every run
+whose result file already exists with the same config hash (so an interrupted sweep resumes
+where it stopped) and executes the rest one after another or on a Dask cluster
+(:func:`sweep`, ``tcmp sweep``). Tables are read back from the results folder by
+:mod:`tcmplib.tables`.
+
+The hash covers the run's config, the profile's full training schedule and the result
+format, not the device: a run on a GPU and one on a CPU answer the same question (the
+provenance says where each ran).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RESULT_FORMAT",
+    "RUN_NOTEBOOK",
+    "GRIDS",
+    "EXECUTORS",
+    "RunConfig",
+    "RunFailure",
+    "SweepSummary",
+    "expand_grid",
+    "result_path",
+    "find_result",
+    "run_config",
+    "execute_run",
+    "sweep",
+    "default_results_dir",
+]
+
+#: Version of the result-file layout; part of every config hash.
+RESULT_FORMAT = 1
+
+#: The parametrized notebook that executes one run (shipped with the package).
+RUN_NOTEBOOK = Path(str(files("tcmplib").joinpath("notebooks/run.ipynb")))
+
+TABLE1_RATES = (0.5, 0.75, 0.95, 0.99)
+
+#: Named grids of (method, rate) pairs. ``table1``: Table 1-right of the paper (the baseline,
+#: MP, greedy TC and TCMP at 50/75/95/99%) plus PMP, the sibling paper's method, at the same
+#: rates.
+GRIDS: dict[str, tuple[tuple[str, float], ...]] = {
+    "table1": (("baseline", 0.0),)
+    + tuple(
+        (method, rate) for rate in TABLE1_RATES for method in ("mp", "greedy-tc", "tcmp", "pmp")
+    ),
+}
+
+EXECUTORS = ("local", "dask")
+
+_DATASETS = ("synthetic", "fpha")
+
+
+def _method_names() -> list[str]:
+    from tcmplib.pruning import METHODS
+
+    return ["baseline", *sorted(METHODS)]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one run computes. ``method="baseline"`` trains the dense network (rate 0)."""
+
+    dataset: str = "synthetic"
+    method: str = "baseline"
+    rate: float = 0.0
+    seed: int = 0
+    profile: str = "book"
+
+    def __post_init__(self) -> None:
+        from tcmplib.profiles import get_profile
+        from tcmplib.pruning import validate_rate
+
+        if self.dataset not in _DATASETS:
+            raise ValueError(
+                f"dataset: expected one of {', '.join(_DATASETS)}, got {self.dataset!r}"
+            )
+        methods = _method_names()
+        if self.method not in methods:
+            raise ValueError(f"method: expected one of {', '.join(methods)}, got {self.method!r}")
+        object.__setattr__(self, "rate", validate_rate(self.rate))
+        if self.method == "baseline" and self.rate != 0.0:
+            raise ValueError(f"rate: the baseline is dense, expected 0.0, got {self.rate!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        get_profile(self.profile)  # raises with the valid names
+
+    def train_schedule(self) -> dict[str, Any]:
+        """The profile's training config (seeded), without the device: part of the hash."""
+        from tcmplib.profiles import get_profile
+
+        schedule = asdict(get_profile(self.profile).train_config(seed=self.seed))
+        schedule.pop("device")
+        return schedule
+
+    @property
+    def hash(self) -> str:
+        """12 hex digits identifying the run: config, training schedule and result format."""
+        key = {"format": RESULT_FORMAT, "config": asdict(self), "train": self.train_schedule()}
+        text = json.dumps(key, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_rate{self.rate:.4f}_seed{self.seed}_{self.hash}"
+
+
+def default_results_dir(dataset: str, profile: str) -> Path:
+    """Where a sweep writes by default: ``results/<dataset>-<profile>``."""
+    return Path("results") / f"{dataset}-{profile}"
+
+
+def default_notebooks_dir(results_dir: str | os.PathLike[str]) -> Path:
+    """Executed run notebooks go under ``runs/`` (not committed, not a book page)."""
+    return Path("runs") / "notebooks" / Path(results_dir).name
+
+
+def expand_grid(
+    grid: str | Iterable[tuple[str, float]],
+    *,
+    seeds: int | Sequence[int] = 1,
+    profile: str = "book",
+    dataset: str = "synthetic",
+) -> list[RunConfig]:
+    """The runs of ``grid`` (a name from :data:`GRIDS` or (method, rate) pairs) for each seed.
+
+    ``seeds`` is a count (seeds 0..n-1) or an explicit list. Runs are ordered seed by seed,
+    so that a sweep interrupted early has complete grids for the first seeds.
+    """
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(f"grid: expected one of {', '.join(sorted(GRIDS))}, got {grid!r}")
+        pairs = GRIDS[grid]
+    else:
+        pairs = tuple(grid)
+    if isinstance(seeds, bool):
+        raise ValueError(f"seeds: expected a count >= 1 or a list of seeds, got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"seeds: expected a count >= 1 or a list of seeds, got {seeds!r}")
+        seed_list: list[int] = list(range(seeds))
+    else:
+        seed_list = list(seeds)
+        if not seed_list:
+            raise ValueError("seeds: expected at least one seed, got an empty list")
+    runs = [
+        RunConfig(dataset=dataset, method=method, rate=rate, seed=seed, profile=profile)
+        for seed in seed_list
+        for method, rate in pairs
+    ]
+    return list(dict.fromkeys(runs))  # drop repeats, keep order
+
+
+def result_path(results_dir: str | os.PathLike[str], config: RunConfig) -> Path:
+    return Path(results_dir) / f"{config.name}.json"
+
+
+def find_result(results_dir: str | os.PathLike[str], config: RunConfig) -> Path | None:
+    """The result file of ``config`` in ``results_dir`` if a complete one is there."""
+    path = result_path(results_dir, config)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path}: not a readable result file ({err}); delete it to rerun"
+        ) from None  # noqa: E501
+    if record.get("config_hash") != config.hash:
+        raise ValueError(
+            f"{path}: holds config hash {record.get('config_hash')!r}, expected {config.hash!r}; "
+            "delete it to rerun"
+        )
+    return path
+
+
+# -------------------------------------------------------------------------------------------
+# One run (called from the run notebook)
+# -------------------------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command in the source tree of tcmplib, or None outside a checkout."""
+    source = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(device: str, wall_time_s: float) -> dict[str, Any]:
+    """Where, when and with what a result was computed."""
+    import torch
+
+    from tcmplib import __version__
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "git_commit": commit or "unknown",
+        "git_dirty": bool(status) if status is not None else None,
+        "device": device,
+        "torch": torch.__version__,
+        "tcmplib": __version__,
+        "python": platform.python_version(),
+        "wall_time_s": round(wall_time_s, 3),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _evaluated_rows(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """History rows with test metrics: the learning curve at a size fit for committing."""
+    return [dict(row) for row in history if "test_class_avg_accuracy" in row]
+
+
+def run_config(
+    config: RunConfig,
+    results_dir: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    fpha_root: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``config`` and write its result file atomically; returns the record written."""
+    import torch  # noqa: F401  (fail early here rather than deep in a method)
+
+    from tcmplib.data import load_dataset
+    from tcmplib.model import GCNConfig
+    from tcmplib.profiles import get_profile
+    from tcmplib.pruning import prune
+    from tcmplib.topology import analyze, masks_from_model
+    from tcmplib.train import atomic_write, build_model, train
+
+    start = time.perf_counter()
+    data = load_dataset(config.dataset, root=Path(fpha_root) if fpha_root else None)
+    gcn = GCNConfig(nodes=data.num_nodes, d_in=data.d_in, classes=data.num_classes)
+    model = build_model(gcn, seed=config.seed)
+    profile = get_profile(config.profile)
+    if config.method == "baseline":
+        result = train(
+            model, data, profile.train_config(seed=config.seed, device=device), progress=progress
+        )
+        topology = analyze(masks_from_model(model))
+        report: dict[str, Any] = {
+            "method": "baseline",
+            "target_rate": 0.0,
+            "achieved_rate": 1.0 - topology.total_kept / topology.total_weights,
+            "kept_weights": topology.total_kept,
+            "total_weights": topology.total_weights,
+            "percent_ac": topology.percent_ac,
+            "class_avg_accuracy": result.test["class_avg_accuracy"],
+            "accuracy": result.test["accuracy"],
+            "wall_time_s": result.wall_time_s,
+            "device": result.device,
+            "options": {},
+            "details": {},
+            "topologically_consistent": topology.percent_ac >= 100.0,
+        }
+        history = result.history
+    else:
+        pruned = prune(
+            config.method,
+            model,
+            data,
+            config.rate,
+            profile=profile,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+        )
+        report = pruned.report.to_dict()
+        history = report.pop("history")
+    record = {
+        "format": RESULT_FORMAT,
+        "config": asdict(config),
+        "config_hash": config.hash,
+        "train_config": config.train_schedule(),
+        "report": report,
+        "history": _evaluated_rows(history),
+        "provenance": provenance(report["device"], time.perf_counter() - start),
+    }
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write(result_path(results_dir, config), lambda handle: handle.write(text.encode()))
+    return record
+
+
+# -------------------------------------------------------------------------------------------
+# Executing runs through papermill
+# -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    config: RunConfig
+    error: str  # one line
+    notebook: str  # the executed notebook, with the traceback in its outputs
+
+
+def execute_run(
+    config: RunConfig,
+    results_dir: str | os.PathLike[str],
+    notebooks_dir: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    fpha_root: str | os.PathLike[str] | None = None,
+    kernel_name: str | None = None,
+) -> str:
+    """Execute :data:`RUN_NOTEBOOK` for ``config``; returns the path of the result file.
+
+    Raises ``RuntimeError`` with a one-line message when the notebook fails or writes no
+    result. Self-contained (paths as strings in and out) so that a Dask worker can run it.
+    """
+    import papermill
+
+    results = Path(results_dir).resolve()
+    notebook = Path(notebooks_dir).resolve() / f"{config.name}.ipynb"
+    notebook.parent.mkdir(parents=True, exist_ok=True)
+    parameters = {
+        **asdict(config),
+        "device": device,
+        "results_dir": str(results),
+        "fpha_root": str(fpha_root) if fpha_root else "",
+    }
+    try:
+        papermill.execute_notebook(
+            str(RUN_NOTEBOOK),
+            str(notebook),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            progress_bar=False,
+            cwd=str(results.parent if results.parent.exists() else Path.cwd()),
+        )
+    except Exception as err:  # papermill raises its own error with the cell's exception
+        summary = str(err).strip().splitlines()
+        reason = next((line for line in reversed(summary) if line.strip()), type(err).__name__)
+        raise RuntimeError(f"{config.name}: run failed ({reason}); see {notebook}") from None
+    path = find_result(results, config)
+    if path is None:
+        raise RuntimeError(f"{config.name}: the notebook finished without writing {results}")
+    return str(path)
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep found and did. Paths are result files."""
+
+    results_dir: Path
+    reused: list[RunConfig] = field(default_factory=list)
+    pending: list[RunConfig] = field(default_factory=list)  # missing when the sweep started
+    ran: list[RunConfig] = field(default_factory=list)
+    failed: list[RunFailure] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __str__(self) -> str:
+        text = (
+            f"sweep in {self.results_dir}: {len(self.reused)} reused, {len(self.pending)} to run: "
+            f"{len(self.ran)} ran, {len(self.failed)} failed ({self.wall_time_s:.0f} s)"
+        )
+        return "\n".join([text, *(f"  failed: {f.error}" for f in self.failed)])
+
+
+def sweep(
+    grid: str | Iterable[tuple[str, float]] = "table1",
+    *,
+    profile: str = "book",
+    dataset: str = "synthetic",
+    seeds: int | Sequence[int] = 1,
+    results_dir: str | os.PathLike[str] | None = None,
+    notebooks_dir: str | os.PathLike[str] | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    fpha_root: str | os.PathLike[str] | None = None,
+    kernel_name: str | None = None,
+    progress: bool = True,
+    dry_run: bool = False,
+) -> SweepSummary:
+    """Run every configuration of ``grid`` that has no result in ``results_dir`` yet.
+
+    ``executor="local"`` runs them one after another in this process's papermill;
+    ``executor="dask"`` submits them to the Dask scheduler at ``scheduler`` (an address such
+    as ``tcp://host:8786``) or, when it is None, to a ``LocalCluster`` of ``workers``
+    single-threaded worker processes started for this sweep. A failed run does not stop the
+    others; it is listed in the summary (and the command exits non-zero). With ``dry_run``
+    nothing runs: the summary's ``pending`` lists the runs still missing.
+    """
+    from tcmplib.train import DEVICES
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if scheduler is not None and executor != "dask":
+        raise ValueError("scheduler: only used with executor='dask'")
+    if device not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers: expected a positive integer, got {workers!r}")
+    runs = expand_grid(grid, seeds=seeds, profile=profile, dataset=dataset)
+    results = (
+        Path(results_dir) if results_dir is not None else default_results_dir(dataset, profile)
+    )
+    notebooks = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir(results)
+    summary = SweepSummary(results_dir=results)
+    missing: list[RunConfig] = []
+    for config in runs:
+        (summary.reused if find_result(results, config) else missing).append(config)
+    summary.pending = missing
+    if dry_run or not missing:
+        return summary
+
+    start = time.perf_counter()
+    task = _RunTask(results, notebooks, device, fpha_root, kernel_name)
+    outcomes = (
+        _run_local(task, missing, progress=progress)
+        if executor == "local"
+        else _run_dask(task, missing, progress=progress, scheduler=scheduler, workers=workers)
+    )
+    for config, error in outcomes:
+        if error is None:
+            summary.ran.append(config)
+        else:
+            notebook = str(notebooks.resolve() / f"{config.name}.ipynb")
+            summary.failed.append(RunFailure(config, error, notebook))
+    summary.wall_time_s = time.perf_counter() - start
+    return summary
+
+
+@dataclass(frozen=True)
+class _RunTask:
+    """``execute_run`` with the sweep's fixed arguments bound (picklable for Dask)."""
+
+    results_dir: Path
+    notebooks_dir: Path
+    device: str
+    fpha_root: str | os.PathLike[str] | None
+    kernel_name: str | None
+
+    def __call__(self, config: RunConfig) -> str:
+        return execute_run(
+            config,
+            self.results_dir,
+            self.notebooks_dir,
+            device=self.device,
+            fpha_root=self.fpha_root,
+            kernel_name=self.kernel_name,
+        )
+
+
+Outcome = tuple[RunConfig, "str | None"]  # (config, one-line error or None)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sweep", unit="run", disable=not enabled)
+
+
+def _run_local(
+    task: Callable[[RunConfig], str], runs: list[RunConfig], *, progress: bool
+) -> Iterable[Outcome]:
+    with _progress_bar(len(runs), progress) as bar:
+        for config in runs:
+            bar.set_postfix_str(config.name, refresh=True)
+            try:
+                task(config)
+                yield config, None
+            except RuntimeError as err:
+                yield config, str(err)
+            bar.update()
+
+
+def _run_dask(
+    task: Callable[[RunConfig], str],
+    runs: list[RunConfig],
+    *,
+    progress: bool,
+    scheduler: str | None,
+    workers: int | None,
+) -> Iterable[Outcome]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        n = workers or min(len(runs), max(1, (os.cpu_count() or 1)))
+        # One thread per worker: each run is a kernel process that uses the cores itself.
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    client = Client(cluster if cluster is not None else scheduler)
+    try:
+        # pure=False: a rerun of the same config after a failure must really run again.
+        futures = {client.submit(task, config, pure=False): config for config in runs}
+        with _progress_bar(len(runs), progress) as bar:
+            for future in as_completed(futures):
+                config = futures[future]
+                try:
+                    future.result()
+                    yield config, None
+                except RuntimeError as err:
+                    yield config, str(err)
+                bar.update()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,285 @@
+"""Sweeps: configs and hashes, resuming, papermill runs, a Dask LocalCluster, the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tcmplib import cli
+from tcmplib.sweep import (
+    GRIDS,
+    RUN_NOTEBOOK,
+    RunConfig,
+    expand_grid,
+    find_result,
+    result_path,
+    run_config,
+    sweep,
+)
+
+TINY_GRID = (("baseline", 0.0), ("mp-oneshot", 0.9))
+
+
+# -------------------------------------------------------------------------------------------
+# Configs, grids and hashes
+# -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"dataset": "ntu"}, "dataset: expected one of synthetic, fpha"),
+        ({"method": "prune-all"}, "method: expected one of baseline, greedy-tc"),
+        ({"method": "mp", "rate": 1.0}, r"rate: expected a fraction in \[0, 1\)"),
+        ({"method": "baseline", "rate": 0.5}, "the baseline is dense"),
+        ({"seed": -1}, "seed: expected an integer >= 0"),
+        ({"profile": "huge"}, "profile: expected one of book, paper, smoke"),
+    ],
+)
+def test_run_config_rejects_bad_fields(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RunConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_hash_is_stable_and_tells_runs_apart() -> None:
+    a = RunConfig(method="tcmp", rate=0.95, seed=0, profile="smoke")
+    assert a.hash == RunConfig(method="tcmp", rate=0.95, seed=0, profile="smoke").hash
+    assert len(a.hash) == 12 and int(a.hash, 16) >= 0
+    others = [
+        RunConfig(method="tcmp", rate=0.95, seed=1, profile="smoke"),
+        RunConfig(method="tcmp", rate=0.99, seed=0, profile="smoke"),
+        RunConfig(method="mp", rate=0.95, seed=0, profile="smoke"),
+        RunConfig(method="tcmp", rate=0.95, seed=0, profile="book"),
+        RunConfig(dataset="fpha", method="tcmp", rate=0.95, seed=0, profile="smoke"),
+    ]
+    assert len({a.hash, *(o.hash for o in others)}) == 6
+    # the training schedule is part of the key, the device is not
+    assert a.train_schedule()["epochs"] == 4 and "device" not in a.train_schedule()
+    assert a.name == f"tcmp_rate0.9500_seed0_{a.hash}"
+
+
+def test_table1_grid_is_the_papers_plus_pmp() -> None:
+    runs = expand_grid("table1", seeds=2, profile="smoke")
+    assert len(GRIDS["table1"]) == 17 and len(runs) == 34
+    first = runs[:17]
+    assert {r.seed for r in first} == {0}, "one whole seed first, so a partial sweep is usable"
+    assert first[0] == RunConfig(method="baseline", profile="smoke")
+    methods = {(r.method, r.rate) for r in first[1:]}
+    assert methods == {
+        (m, rate) for m in ("mp", "greedy-tc", "tcmp", "pmp") for rate in (0.5, 0.75, 0.95, 0.99)
+    }
+    assert [r.seed for r in expand_grid("table1", seeds=[3, 5])][::17] == [3, 5]
+
+
+def test_grid_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="grid: expected one of table1, got 'table9'"):
+        expand_grid("table9")
+    with pytest.raises(ValueError, match="seeds: expected a count >= 1"):
+        expand_grid("table1", seeds=0)
+    with pytest.raises(ValueError, match="seeds: expected at least one seed"):
+        expand_grid("table1", seeds=[])
+
+
+def test_run_notebook_has_typed_parameters() -> None:
+    notebook = nbformat.read(RUN_NOTEBOOK, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for line in (
+        "dataset: str",
+        "method: str",
+        "rate: float",
+        "seed: int",
+        "profile: str",
+        "device: str",
+        "results_dir: str",
+        "fpha_root: str",
+    ):
+        assert line in tagged[0].source
+
+
+def test_find_result_refuses_a_file_with_another_hash(tmp_path: Path) -> None:
+    config = RunConfig(method="mp", rate=0.5, profile="smoke")
+    assert find_result(tmp_path, config) is None
+    path = result_path(tmp_path, config)
+    path.write_text(json.dumps({"config_hash": "000000000000"}))
+    with pytest.raises(ValueError, match=f"{path.name}.*holds config hash '000000000000'"):
+        find_result(tmp_path, config)
+    path.write_text("{ not json")
+    with pytest.raises(ValueError, match="not a readable result file"):
+        find_result(tmp_path, config)
+
+
+# -------------------------------------------------------------------------------------------
+# Runs (smoke profile: seconds each)
+# -------------------------------------------------------------------------------------------
+
+
+def _numbers(record: dict[str, object]) -> dict[str, object]:
+    report = dict(record["report"])  # type: ignore[call-overload]
+    for key in ("wall_time_s", "device"):
+        report.pop(key)
+    return {"report": report, "history": record["history"], "hash": record["config_hash"]}
+
+
+def test_run_config_writes_a_complete_record_and_is_deterministic(tmp_path: Path) -> None:
+    config = RunConfig(method="mp-oneshot", rate=0.9, seed=1, profile="smoke")
+    record = run_config(config, tmp_path / "a", device="cpu")
+    on_disk = json.loads(result_path(tmp_path / "a", config).read_text())
+    assert on_disk == json.loads(json.dumps(record))
+    assert on_disk["format"] == 1 and on_disk["config_hash"] == config.hash
+    assert on_disk["config"] == {
+        "dataset": "synthetic",
+        "method": "mp-oneshot",
+        "rate": 0.9,
+        "seed": 1,
+        "profile": "smoke",
+    }
+    report = on_disk["report"]
+    assert report["kept_weights"] == round(0.1 * 1_967_616) and report["target_rate"] == 0.9
+    assert 0.0 <= report["class_avg_accuracy"] <= 1.0
+    assert [row["epoch"] for row in on_disk["history"]] == [2, 4], "only evaluated epochs"
+    prov = on_disk["provenance"]
+    assert set(prov) >= {
+        "git_commit",
+        "git_dirty",
+        "device",
+        "torch",
+        "tcmplib",
+        "python",
+        "wall_time_s",
+        "date",
+    }
+    assert prov["device"].startswith("cpu")
+    again = run_config(config, tmp_path / "b", device="cpu")
+    assert _numbers(again) == _numbers(record)
+    assert not list((tmp_path / "a").glob("*.tmp")), "no temporary file is left behind"
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("local")
+    summary = sweep(
+        TINY_GRID,
+        profile="smoke",
+        results_dir=root / "results",
+        notebooks_dir=root / "notebooks",
+        device="cpu",
+        progress=False,
+    )
+    assert summary.ok, str(summary)
+    assert len(summary.ran) == 2 and not summary.reused
+    return root
+
+
+def test_sweep_writes_results_and_executed_notebooks(local_sweep: Path) -> None:
+    results = sorted(p.name for p in (local_sweep / "results").glob("*.json"))
+    notebooks = sorted(p.name for p in (local_sweep / "notebooks").glob("*.ipynb"))
+    names = sorted(c.name for c in expand_grid(TINY_GRID, profile="smoke"))
+    assert results == [f"{n}.json" for n in names]
+    assert notebooks == [f"{n}.ipynb" for n in names]
+    executed = nbformat.read(local_sweep / "notebooks" / notebooks[0], as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "smoke"' in injected[0].source
+
+
+def test_sweep_resumes_and_reuses_what_is_there(local_sweep: Path) -> None:
+    results = local_sweep / "results"
+    stamps = {p: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    summary = sweep(
+        TINY_GRID,
+        profile="smoke",
+        results_dir=results,
+        notebooks_dir=local_sweep / "notebooks",
+        progress=False,
+    )
+    assert len(summary.reused) == 2 and not summary.pending and not summary.ran
+    assert {p: p.stat().st_mtime_ns for p in results.glob("*.json")} == stamps
+    planned = sweep(TINY_GRID, profile="smoke", seeds=2, results_dir=results, dry_run=True)
+    assert [c.seed for c in planned.pending] == [1, 1] and len(planned.reused) == 2
+    assert len(list(results.glob("*.json"))) == 2, "a dry run runs nothing"
+
+
+def test_a_failed_run_is_reported_and_does_not_stop_the_others(tmp_path: Path) -> None:
+    summary = sweep(
+        [("baseline", 0.0)],
+        profile="smoke",
+        dataset="fpha",
+        fpha_root=tmp_path / "no-such-folder",
+        results_dir=tmp_path / "r",
+        notebooks_dir=tmp_path / "nb",
+        progress=False,
+    )
+    assert not summary.ok and len(summary.failed) == 1 and not summary.ran
+    failure = summary.failed[0]
+    assert "\n" not in failure.error and "run failed" in failure.error
+    assert Path(failure.notebook).is_file(), "the executed notebook keeps the traceback"
+    assert not list(tmp_path.glob("r/*.json")), "nothing is half-written"
+
+
+def test_dask_local_cluster_gives_the_same_numbers(local_sweep: Path, tmp_path: Path) -> None:
+    summary = sweep(
+        TINY_GRID,
+        profile="smoke",
+        results_dir=tmp_path / "results",
+        notebooks_dir=tmp_path / "notebooks",
+        executor="dask",
+        workers=2,
+        device="cpu",
+        progress=False,
+    )
+    assert summary.ok, str(summary)
+    assert len(summary.ran) == 2
+    for config in expand_grid(TINY_GRID, profile="smoke"):
+        ours = json.loads(result_path(tmp_path / "results", config).read_text())
+        local = json.loads(result_path(local_sweep / "results", config).read_text())
+        # Dask's workers run their kernels single-threaded (OMP_NUM_THREADS=1), which changes
+        # the order of float sums: losses agree to float precision, counts and accuracies
+        # exactly.
+        assert ours["report"]["device"] == "cpu (1 threads)"
+        a, b = _numbers(ours), _numbers(local)
+        assert a["report"] == b["report"] and a["hash"] == b["hash"]
+        for row_a, row_b in zip(a["history"], b["history"], strict=True):  # type: ignore[call-overload]
+            assert row_a == pytest.approx(row_b, rel=1e-5)
+
+
+def test_sweep_argument_errors() -> None:
+    with pytest.raises(ValueError, match="executor: expected one of local, dask"):
+        sweep(TINY_GRID, executor="ray")
+    with pytest.raises(ValueError, match="scheduler: only used with executor='dask'"):
+        sweep(TINY_GRID, scheduler="tcp://localhost:8786")
+    with pytest.raises(ValueError, match="workers: expected a positive integer"):
+        sweep(TINY_GRID, executor="dask", workers=0)
+
+
+# -------------------------------------------------------------------------------------------
+# The command
+# -------------------------------------------------------------------------------------------
+
+
+def test_cli_sweep_dry_run_lists_what_is_missing(
+    local_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(
+        [
+            "sweep",
+            "table1",
+            "--profile",
+            "smoke",
+            "--results",
+            str(local_sweep / "results"),
+            "--dry-run",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "1 done, 16 to run" in out
+    assert "tcmp_rate0.9900_seed0_" in out and "baseline_rate" not in out
+
+
+def test_cli_sweep_rejects_a_scheduler_without_dask(capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["sweep", "table1", "--scheduler", "tcp://localhost:8786", "--dry-run"])
+    assert status == 2
+    assert "--scheduler: only used with --executor dask" in capsys.readouterr().err
