@@ -30,6 +30,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -258,11 +261,22 @@ def _tensors(compact: CompactGCN) -> dict[str, Tensor]:
 def save_compact(compact: CompactGCN, directory: str | Path) -> tuple[Path, Path]:
     """Write ``compact.json`` and ``compact.safetensors`` into ``directory``; return both paths."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path, tensors_path = directory / JSON_NAME, directory / TENSORS_NAME
-    json_path.write_text(json.dumps(_description(compact), separators=(",", ":")) + "\n")
-    save_file(_tensors(compact), str(tensors_path))
-    return json_path, tensors_path
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # Both files are written into a fresh sibling folder that then takes the final name, so
+    # a reader never finds a description without its tensors (or an older pair mixed in).
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        (staging / JSON_NAME).write_text(
+            json.dumps(_description(compact), separators=(",", ":")) + "\n"
+        )
+        save_file(_tensors(compact), str(staging / TENSORS_NAME))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory / JSON_NAME, directory / TENSORS_NAME
 
 
 def _index_list(value: Any, size: int, where: str, path: Path) -> tuple[int, ...]:

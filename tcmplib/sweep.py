@@ -131,13 +131,22 @@ class RunConfig:
 
 
 def default_results_dir(dataset: str, profile: str) -> Path:
-    """Where a sweep writes by default: ``results/<dataset>-<profile>``."""
-    return Path("results") / f"{dataset}-{profile}"
+    """Where a sweep writes by default: ``results/<dataset>-<profile>``.
+
+    Smoke runs mean nothing and are never committed: they go to ``runs/results/`` instead.
+    """
+    base = Path("runs") / "results" if profile == "smoke" else Path("results")
+    return base / f"{dataset}-{profile}"
 
 
 def default_notebooks_dir(results_dir: str | os.PathLike[str]) -> Path:
     """Executed run notebooks go under ``runs/`` (not committed, not a book page)."""
     return Path("runs") / "notebooks" / Path(results_dir).name
+
+
+def default_models_dir(results_dir: str | os.PathLike[str]) -> Path:
+    """Compact networks of a sweep go under ``runs/`` too: never committed."""
+    return Path("runs") / "models" / Path(results_dir).name
 
 
 def expand_grid(
@@ -247,9 +256,16 @@ def run_config(
     *,
     device: str = "auto",
     fpha_root: str | os.PathLike[str] | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` and write its result file atomically; returns the record written."""
+    """Train ``config`` and write its result file atomically; returns the record written.
+
+    With ``models_dir``, the trained network is also saved there in compact form
+    (:func:`tcmplib.compact.save_compact`, folder ``<models_dir>/<run name>``): the tiny
+    networks of the last chapter. Models stay out of the results folder on purpose: weights
+    trained on FPHA are derived from data that may not be redistributed.
+    """
     import torch  # noqa: F401  (fail early here rather than deep in a method)
 
     from tcmplib.data import load_dataset
@@ -298,6 +314,11 @@ def run_config(
         )
         report = pruned.report.to_dict()
         history = report.pop("history")
+    if models_dir:
+        from tcmplib.compact import compact_model, save_compact
+
+        pruned_model = model if config.method == "baseline" else pruned.model
+        save_compact(compact_model(pruned_model.cpu()), Path(models_dir) / config.name)  # type: ignore[arg-type]
     record = {
         "format": RESULT_FORMAT,
         "config": asdict(config),
@@ -331,6 +352,7 @@ def execute_run(
     *,
     device: str = "auto",
     fpha_root: str | os.PathLike[str] | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
     kernel_name: str | None = None,
 ) -> str:
     """Execute :data:`RUN_NOTEBOOK` for ``config``; returns the path of the result file.
@@ -348,6 +370,7 @@ def execute_run(
         "device": device,
         "results_dir": str(results),
         "fpha_root": str(fpha_root) if fpha_root else "",
+        "models_dir": str(Path(models_dir).resolve()) if models_dir else "",
     }
     try:
         papermill.execute_notebook(
@@ -399,6 +422,8 @@ def sweep(
     seeds: int | Sequence[int] = 1,
     results_dir: str | os.PathLike[str] | None = None,
     notebooks_dir: str | os.PathLike[str] | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
+    save_models: bool = True,
     executor: str = "local",
     scheduler: str | None = None,
     workers: int | None = None,
@@ -415,7 +440,9 @@ def sweep(
     as ``tcp://host:8786``) or, when it is None, to a ``LocalCluster`` of ``workers``
     single-threaded worker processes started for this sweep. A failed run does not stop the
     others; it is listed in the summary (and the command exits non-zero). With ``dry_run``
-    nothing runs: the summary's ``pending`` lists the runs still missing.
+    nothing runs: the summary's ``pending`` lists the runs still missing. Each run's compact
+    network is saved under ``models_dir`` (default ``runs/models/<results name>``) unless
+    ``save_models`` is false.
     """
     from tcmplib.train import DEVICES
 
@@ -441,7 +468,8 @@ def sweep(
         return summary
 
     start = time.perf_counter()
-    task = _RunTask(results, notebooks, device, fpha_root, kernel_name)
+    models = Path(models_dir or default_models_dir(results)) if save_models else None
+    task = _RunTask(results, notebooks, device, fpha_root, models, kernel_name)
     outcomes = (
         _run_local(task, missing, progress=progress)
         if executor == "local"
@@ -465,6 +493,7 @@ class _RunTask:
     notebooks_dir: Path
     device: str
     fpha_root: str | os.PathLike[str] | None
+    models_dir: Path | None
     kernel_name: str | None
 
     def __call__(self, config: RunConfig) -> str:
@@ -474,6 +503,7 @@ class _RunTask:
             self.notebooks_dir,
             device=self.device,
             fpha_root=self.fpha_root,
+            models_dir=self.models_dir,
             kernel_name=self.kernel_name,
         )
 
