@@ -261,21 +261,20 @@ def _tensors(compact: CompactGCN) -> dict[str, Tensor]:
 def save_compact(compact: CompactGCN, directory: str | Path) -> tuple[Path, Path]:
     """Write ``compact.json`` and ``compact.safetensors`` into ``directory``; return both paths."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # Both files are written into a fresh sibling folder that then takes the final name, so
-    # a reader never finds a description without its tensors (or an older pair mixed in).
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    directory.mkdir(parents=True, exist_ok=True)
+    # Each file is written under a temporary name and renamed into place (the tensors first,
+    # the description that points to them last): an interrupted save never leaves a
+    # truncated file behind.
+    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".compact-"))
     try:
+        save_file(_tensors(compact), str(staging / TENSORS_NAME))
         (staging / JSON_NAME).write_text(
             json.dumps(_description(compact), separators=(",", ":")) + "\n"
         )
-        save_file(_tensors(compact), str(staging / TENSORS_NAME))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
+        os.replace(staging / TENSORS_NAME, directory / TENSORS_NAME)
+        os.replace(staging / JSON_NAME, directory / JSON_NAME)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory / JSON_NAME, directory / TENSORS_NAME
 
 

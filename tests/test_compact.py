@@ -249,3 +249,20 @@ def test_missing_or_damaged_tensor_file_is_named(saved: tuple[Path, AttentionGCN
     tensors.unlink()
     with pytest.raises(CompactFormatError, match="no such file"):
         load_compact(directory)
+
+
+def test_saving_again_replaces_the_pair_and_leaves_nothing_else(
+    saved: tuple[Path, AttentionGCN],
+) -> None:
+    directory, masked = saved
+    (directory / "notes.txt").write_text("kept")
+    smaller = masked_copy(masked, magnitude_masks(masked, 0.99))
+    save_compact(compact_model(smaller), directory)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "compact.json",
+        "compact.safetensors",
+        "notes.txt",
+    ], "no staging folder is left, and other files are not touched"
+    x = inputs(MID, batch=4)
+    with torch.no_grad():
+        assert torch.equal(load_compact(directory)(x), compact_model(smaller)(x))

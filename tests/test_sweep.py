@@ -283,3 +283,16 @@ def test_cli_sweep_rejects_a_scheduler_without_dask(capsys: pytest.CaptureFixtur
     status = cli.main(["sweep", "table1", "--scheduler", "tcp://localhost:8786", "--dry-run"])
     assert status == 2
     assert "--scheduler: only used with --executor dask" in capsys.readouterr().err
+
+
+def test_run_config_saves_the_compact_network(tmp_path: Path) -> None:
+    from tcmplib.compact import load_compact
+
+    config = RunConfig(method="mp-oneshot", rate=0.9, profile="smoke")
+    record = run_config(config, tmp_path / "results", device="cpu", models_dir=tmp_path / "m")
+    compact = load_compact(tmp_path / "m" / config.name)
+    # Dense blocks over the live units: at least the kept weights, at most the whole network.
+    stored = sum(p.numel() for p in compact.parameters())
+    assert record["report"]["kept_weights"] <= stored <= record["report"]["total_weights"]
+    assert len(compact.kept.channels) <= compact.config.channels
+    assert not list((tmp_path / "results").glob("*.safetensors")), "models stay out of results"
