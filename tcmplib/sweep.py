@@ -51,6 +51,8 @@ __all__ = [
     "execute_run",
     "sweep",
     "default_results_dir",
+    "default_models_dir",
+    "project_root",
 ]
 
 #: Version of the result-file layout; part of every config hash.
@@ -140,13 +142,30 @@ def default_results_dir(dataset: str, profile: str) -> Path:
 
 
 def default_notebooks_dir(results_dir: str | os.PathLike[str]) -> Path:
-    """Executed run notebooks go under ``runs/`` (not committed, not a book page)."""
-    return Path("runs") / "notebooks" / Path(results_dir).name
+    """Executed run notebooks go under ``runs/notebooks/`` of the checkout holding the results
+    (not committed, not a book page)."""
+    results = Path(results_dir).resolve()
+    return project_root(results.parent) / "runs" / "notebooks" / results.name
+
+
+def project_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The checkout that holds the book (``_toc.yml`` beside ``tcmplib/``), from ``start`` up.
+
+    Chapters execute with their own folder as working directory; they resolve the results
+    folders against this root so that the book and ``tcmp sweep`` (run from the root) read
+    the same files. Outside a checkout: ``start`` itself.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "tcmplib").is_dir():
+            return folder
+    return here
 
 
 def default_models_dir(results_dir: str | os.PathLike[str]) -> Path:
-    """Compact networks of a sweep go under ``runs/`` too: never committed."""
-    return Path("runs") / "models" / Path(results_dir).name
+    """Compact networks of a sweep go under ``runs/models/`` too: never committed."""
+    results = Path(results_dir).resolve()
+    return project_root(results.parent) / "runs" / "models" / results.name
 
 
 def expand_grid(

@@ -296,3 +296,13 @@ def test_run_config_saves_the_compact_network(tmp_path: Path) -> None:
     assert record["report"]["kept_weights"] <= stored <= record["report"]["total_weights"]
     assert len(compact.kept.channels) <= compact.config.channels
     assert not list((tmp_path / "results").glob("*.safetensors")), "models stay out of results"
+
+
+def test_project_root_is_found_from_a_chapter_folder(tmp_path: Path) -> None:
+    from tcmplib.sweep import project_root
+
+    (tmp_path / "book" / "tcmplib").mkdir(parents=True)
+    (tmp_path / "book" / "chapters").mkdir()
+    (tmp_path / "book" / "_toc.yml").write_text("root: intro\n")
+    assert project_root(tmp_path / "book" / "chapters") == (tmp_path / "book").resolve()
+    assert project_root(tmp_path) == tmp_path.resolve(), "outside a checkout: the folder itself"
