@@ -398,6 +398,9 @@ def execute_run(
             parameters=parameters,
             kernel_name=kernel_name,
             progress_bar=False,
+            # The kernel's own start-up warnings would land in the caller's stderr (and in
+            # the outputs of a notebook that runs a sweep); errors still show.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
             cwd=str(results.parent if results.parent.exists() else Path.cwd()),
         )
     except Exception as err:  # papermill raises its own error with the cell's exception

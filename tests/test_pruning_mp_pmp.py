@@ -179,3 +179,16 @@ def test_pmp_per_tensor_scope_prunes_every_tensor_at_the_rate() -> None:
     assert set(report.details) >= {"threshold_rate", "threshold_fc", "prior_scale_wq"}
     assert 0.0 <= report.details["threshold_rate"] <= 1.0
     assert {"steepness", "alignment", "threshold_rate", "soft_rate"} <= set(report.history[0])
+
+
+def test_pmp_meets_the_budget_when_the_band_swallows_more_than_the_rate() -> None:
+    # On the full-size GCN the alignment pulls most weights inside the band within a few
+    # epochs, where psi underflows to exactly 0: the final network must still keep exactly
+    # the budget, not the fewer nonzeros of the baked weights.
+    config = GCNConfig()
+    result = prune(
+        "pmp", build_model(config), make_data(config), 0.95, profile="smoke", progress=False
+    )
+    report = result.report
+    assert report.details["threshold_rate"] > 0.95, "the case under test did not arise"
+    assert report.kept_weights == round(0.05 * config.num_weights())

@@ -239,8 +239,7 @@ class _Selection:
                 f"{self.count() + deficit}; use a lower rate for this network size"
             )
         candidates = {
-            name: torch.where(allowed[name], self.scores[name], float("-inf"))
-            for name in PRUNABLE
+            name: torch.where(allowed[name], self.scores[name], float("-inf")) for name in PRUNABLE
         }
         add = topk_masks(candidates, deficit)
         self.kept = {name: m | add[name] for name, m in self.kept.items()}
@@ -256,9 +255,9 @@ def _argmax(t: Tensor) -> tuple[int, ...]:
     return tuple(reversed(coords))
 
 
-def _check_scores(scores: Mapping[str, Tensor], config: GCNConfig | None) -> tuple[
-    dict[str, Tensor], GCNConfig
-]:
+def _check_scores(
+    scores: Mapping[str, Tensor], config: GCNConfig | None
+) -> tuple[dict[str, Tensor], GCNConfig]:
     if set(scores) != set(PRUNABLE):
         raise ValueError(f"scores: expected the tensors {list(PRUNABLE)}, got {sorted(scores)}")
     if config is None:

@@ -37,6 +37,8 @@ details below are our choices (each is an option of :class:`PMPOptions`).
   (``details["threshold_rate"]``, and ``threshold_rate`` in every history row). The final
   network then keeps exactly the top ``round((1 - r) N)`` magnitudes (pooled; per tensor for
   ``"per-tensor"``) of the baked weights ``w psi_a(w)``, so the rate is met by construction.
+  Where psi underflows to exactly 0 (deep inside the band, when fewer than the budget lie
+  outside it), a kept weight computes with its latent value instead of a zero.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from torch import Tensor, nn
 from tcmplib.model import PRUNABLE, AttentionGCN
 from tcmplib.pruning.base import PruneResult, PruningMethod, make_report, options_from, register
 from tcmplib.pruning.masks import FixedMask, attach, detach, keep_count, topk_masks
-from tcmplib.pruning.mp import project_top_k
 from tcmplib.train import NoOpHook, TrainConfig, TrainData, train
 
 __all__ = [
@@ -66,6 +67,11 @@ __all__ = [
 
 PRIORS = ("gaussian", "laplace")
 SCOPES = ("pooled", "per-tensor")
+
+
+def parametrize_original(model: nn.Module, name: str) -> Tensor:
+    """The latent (unmasked) weight behind a parametrized ``name``."""
+    return getattr(model.parametrizations, name).original  # type: ignore[no-any-return]
 
 
 def band_stop(w: Tensor, threshold: float, steepness: float) -> Tensor:
@@ -243,14 +249,24 @@ class _PMPHook(NoOpHook):
     def on_train_end(self, model: nn.Module) -> None:
         assert isinstance(model, AttentionGCN)
         self.final_threshold_rate = self.threshold_rate(model.prunable())
-        if isinstance(self.keep, int):
-            project_top_k(model, self.keep)
-            return
-        # Per tensor: the exact count in every tensor, so each tensor loses its share r.
+        latent = {name: parametrize_original(model, name).detach().clone() for name in self.masks}
         detach(model, bake=True)
+        with torch.no_grad():
+            for name, w in model.prunable().items():
+                # Deep inside the band psi underflows to exactly 0, so the baked weights can
+                # hold fewer nonzeros than the budget. Those that the budget keeps are revived
+                # with their latent value: the rate is met, and every other kept weight keeps
+                # the value it was trained to compute with. Ranking by the latent |w| is
+                # ranking by |w psi(w)| (psi grows with |w|) without the ties at zero.
+                revive = (w == 0) & (latent[name] != 0)
+                w[revive] = latent[name][revive]
+        scores = {name: latent[name].abs() for name in model.prunable()}
         masks: dict[str, Tensor] = {}
-        for name, w in model.prunable().items():
-            masks.update(topk_masks({name: w.abs()}, self.keep[name]))
+        if isinstance(self.keep, int):
+            masks = topk_masks(scores, self.keep)
+        else:  # per tensor: the exact count in every tensor, so each loses its share r
+            for name, score in scores.items():
+                masks.update(topk_masks({name: score}, self.keep[name]))
         attach(model, {name: FixedMask(mask) for name, mask in masks.items()})
 
 

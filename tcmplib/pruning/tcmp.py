@@ -291,7 +291,11 @@ class _TCMPHook(NoOpHook):
     """Anneals T, adds the two pruning terms of Eq. 3, extracts the crisp network at the end."""
 
     def __init__(
-        self, networks: AccessibilityNetworks, keep: int, total: int, t0: float,
+        self,
+        networks: AccessibilityNetworks,
+        keep: int,
+        total: int,
+        t0: float,
         options: TCMPOptions,
     ) -> None:
         self.networks = networks
