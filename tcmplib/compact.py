@@ -23,6 +23,8 @@ Files: ``compact.safetensors`` (the four tensors) and ``compact.json`` (format n
 version, the original :class:`~tcmplib.model.GCNConfig`, the kept indices per axis, the
 tensor shapes). No pickle anywhere; :func:`load_compact` checks the JSON and the tensors
 against each other and names the file and the expectation on any mismatch.
+
+:func:`measure_latency` times forward passes, to see what compaction buys at inference.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +61,8 @@ __all__ = [
     "load_compact",
     "max_logit_difference",
     "summarize_compaction",
+    "LatencyStats",
+    "measure_latency",
 ]
 
 FORMAT_NAME = "tcmplib-compact-gcn"
@@ -456,4 +461,103 @@ def summarize_compaction(
         bytes_before=len(save(dense)),
         bytes_after=len(save(_tensors(compact))) + len(description.encode()),
         max_abs_difference=difference,
+    )
+
+
+# --------------------------------------------------------------------------- latency
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Wall-clock time of one forward pass: median and quartiles over the timed repeats."""
+
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    repeats: int
+    #: Size of the first axis of the inputs.
+    batch: int
+    #: ``torch.get_num_threads()`` while timing.
+    threads: int
+
+    @property
+    def iqr_ms(self) -> float:
+        """Interquartile range: the spread of the middle half of the repeats."""
+        return self.p75_ms - self.p25_ms
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (the 'inclusive' method).
+
+    One rule for the median and the quartiles keeps ``p25 <= median <= p75`` by
+    construction, and works for a single repeat (``statistics.quantiles`` needs two).
+    """
+    position = q * (len(ordered) - 1)
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def _positive_int(value: object, name: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def measure_latency(
+    model: nn.Module,
+    inputs: Tensor,
+    *,
+    repeats: int = 20,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> LatencyStats:
+    """Time ``model(inputs)`` ``repeats`` times after ``warmup`` untimed calls.
+
+    Runs under ``torch.inference_mode()`` with the model in eval mode (its previous mode is
+    restored). With ``threads``, torch's intra-op thread count is set for the measurement
+    and put back afterwards, so a benchmark does not change the caller's process. On CUDA
+    inputs, each call is synchronised before the clock stops; kernels are asynchronous and
+    would otherwise be timed at launch.
+    """
+    if not isinstance(inputs, Tensor) or inputs.dim() < 1:
+        raise ValueError("inputs: expected a tensor with a batch axis")
+    repeats = _positive_int(repeats, "repeats", 1)
+    warmup = _positive_int(warmup, "warmup", 0)
+    if threads is not None:
+        threads = _positive_int(threads, "threads", 1)
+
+    def synchronize() -> None:
+        if inputs.device.type == "cuda":
+            torch.cuda.synchronize(inputs.device)
+
+    previous_threads = torch.get_num_threads()
+    was_training = model.training
+    durations: list[float] = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        used_threads = torch.get_num_threads()
+        model.eval()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(inputs)
+            synchronize()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(inputs)
+                synchronize()
+                durations.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        model.train(was_training)
+        if threads is not None:
+            torch.set_num_threads(previous_threads)
+    ordered = sorted(durations)
+    return LatencyStats(
+        median_ms=_quantile(ordered, 0.5),
+        p25_ms=_quantile(ordered, 0.25),
+        p75_ms=_quantile(ordered, 0.75),
+        repeats=repeats,
+        batch=int(inputs.shape[0]),
+        threads=used_threads,
     )

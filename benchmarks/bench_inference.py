@@ -1,0 +1,299 @@
+"""CPU inference latency of compact (pruned) attention GCNs against the dense network.
+
+Pruning only pays at inference once the dead units are gone: this script times the forward
+pass of compact networks (:func:`tcmplib.compact.compact_model`) next to the dense one, at
+batch 1 (one gesture at a time) and batch 575 (the FPHA test split in one pass).
+
+With ``--models DIR`` (a ``runs/models/<results name>`` folder written by a sweep), every
+subfolder holding a ``compact.json`` is one network; the dense reference is the
+``baseline_*`` network when there is one, else a freshly built (untrained)
+:class:`~tcmplib.model.AttentionGCN` of the same configuration. Without ``--models``, a
+self-contained demo: an untrained paper-size network with N(0, 1) weights, magnitude-pruned
+at 50/75/95/99% and compacted. Inputs are N(0, 1) too; latency does not depend on values.
+
+Usage::
+
+    python benchmarks/bench_inference.py [--models DIR] [--batches 1 575] [--repeats 20]
+        [--threads N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import torch
+
+from tcmplib.compact import (
+    JSON_NAME,
+    TENSORS_NAME,
+    CompactFormatError,
+    CompactGCN,
+    LatencyStats,
+    compact_model,
+    load_compact,
+    measure_latency,
+    save_compact,
+)
+from tcmplib.model import AttentionGCN, GCNConfig
+from tcmplib.topology import magnitude_masks
+from tcmplib.train import atomic_write
+
+PROG = "bench_inference.py"
+DEMO_RATES: tuple[float, ...] = (0.5, 0.75, 0.95, 0.99)
+FPHA_TEST_SIZE = 575
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network to time, with its sizes."""
+
+    name: str
+    model: CompactGCN | AttentionGCN
+    #: Nonzero weights of the tensors it computes with.
+    kept_weights: int
+    #: Values it stores, zeros and Q/K padding included.
+    stored_values: int
+    #: Size of its ``compact.safetensors``.
+    file_bytes: int
+    dense: bool = False
+
+
+def fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def weight_counts(model: CompactGCN | AttentionGCN) -> tuple[int, int]:
+    """(nonzero weights, stored values) of a compact or a dense network."""
+    if isinstance(model, CompactGCN):
+        return model.num_nonzero(), model.num_parameters()
+    weights = model.prunable().values()
+    return sum(int(w.count_nonzero()) for w in weights), model.num_weights()
+
+
+def describe(name: str, model: CompactGCN | AttentionGCN, file_bytes: int, dense: bool) -> Network:
+    kept, stored = weight_counts(model)
+    return Network(name, model, kept, stored, file_bytes, dense)
+
+
+def saved_size(model: CompactGCN | AttentionGCN, directory: Path) -> int:
+    """Bytes of the network's ``compact.safetensors``; a dense network is saved compacted,
+    which is how a sweep stores its baseline."""
+    compact = model if isinstance(model, CompactGCN) else compact_model(model)
+    _, tensors = save_compact(compact, directory)
+    return tensors.stat().st_size
+
+
+def dense_network(name: str, model: AttentionGCN, scratch: Path) -> Network:
+    return describe(name, model, saved_size(model, scratch / "dense"), dense=True)
+
+
+def demo_networks(seed: int, scratch: Path) -> list[Network]:
+    torch.manual_seed(seed)
+    model = AttentionGCN(GCNConfig())
+    # One scale for every tensor: under Glorot bounds the 43,008-input dense layer has by far
+    # the smallest weights, so global magnitude pruning would empty it first and leave a
+    # network without any path to the classes at high rates.
+    with torch.no_grad():
+        for weight in model.prunable().values():
+            weight.normal_()
+    networks = [dense_network("dense", model, scratch)]
+    for rate in DEMO_RATES:
+        name = f"magnitude_rate{rate:.4f}"
+        masks = magnitude_masks(model, rate)
+        assert isinstance(masks, dict)  # a model in, a dict of masks out
+        compact = compact_model(model, masks)
+        networks.append(describe(name, compact, saved_size(compact, scratch / name), False))
+    return networks
+
+
+def folder_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
+    if not folder.exists():
+        fail(f"--models {folder}: no such folder")
+    if not folder.is_dir():
+        fail(f"--models {folder}: expected a folder, got a file")
+    found = sorted(d for d in folder.iterdir() if (d / JSON_NAME).is_file())
+    if not found:
+        fail(f"--models {folder}: no subfolder holds a compact network ({JSON_NAME})")
+    loaded: list[tuple[Path, CompactGCN]] = []
+    for directory in found:
+        try:
+            loaded.append((directory, load_compact(directory)))
+        except CompactFormatError as error:
+            fail(str(error))
+    config = loaded[0][1].config
+    for directory, compact in loaded:
+        if compact.config != config:
+            fail(
+                f"--models {folder}: {directory.name} has config {compact.config}, "
+                f"expected {config} like {loaded[0][0].name}"
+            )
+    baselines = [i for i, (d, _) in enumerate(loaded) if d.name.startswith("baseline_")]
+    networks = [
+        describe(d.name, c, (d / TENSORS_NAME).stat().st_size, dense=False) for d, c in loaded
+    ]
+    if baselines:
+        reference = networks.pop(baselines[0])
+        return [replace(reference, dense=True), *networks]
+    torch.manual_seed(seed)
+    fresh = dense_network("dense (fresh, untrained)", AttentionGCN(config), scratch)
+    return [fresh, *networks]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def machine(threads: int) -> dict[str, Any]:
+    # Other processes inflate every timing: the load average goes next to the numbers.
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def format_table(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) -> str:
+    header = ["network", "kept weights", "stored values", "file bytes"]
+    for stats in rows[0]["latency"]:
+        batch = stats["batch"]
+        header += [f"b={batch} median ms", f"b={batch} IQR ms", f"b={batch} speed-up"]
+    lines = [header]
+    for network, row in zip(networks, rows, strict=True):
+        cells = [
+            network.name,
+            f"{network.kept_weights:,}",
+            f"{network.stored_values:,}",
+            f"{network.file_bytes:,}",
+        ]
+        for stats in row["latency"]:
+            iqr = stats["p75_ms"] - stats["p25_ms"]
+            cells += [f"{stats['median_ms']:.3f}", f"{iqr:.3f}", f"{stats['speedup']:.2f}x"]
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+
+    def render(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([render(lines[0]), rule, *(render(cells) for cells in lines[1:])])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, help="a runs/models/<results name> folder")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=[1, FPHA_TEST_SIZE], help="batch sizes"
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="timed forward passes")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed forward passes first")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or min(args.batches) < 1:
+        parser.error("--repeats: expected >= 1; --warmup: expected >= 0; --batches: >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads: expected >= 1")
+
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:
+        if args.models is None:
+            networks = demo_networks(args.seed, Path(scratch))
+        else:
+            networks = folder_networks(args.models, args.seed, Path(scratch))
+    config = networks[0].model.config
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    host = machine(threads)
+
+    generator = torch.Generator().manual_seed(args.seed)
+    timings: list[list[LatencyStats]] = [[] for _ in networks]
+    for batch in args.batches:
+        inputs = torch.randn(batch, config.nodes, config.d_in, generator=generator)
+        for timing, network in zip(timings, networks, strict=True):
+            timing.append(
+                measure_latency(
+                    network.model,
+                    inputs,
+                    repeats=args.repeats,
+                    warmup=args.warmup,
+                    threads=args.threads,
+                )
+            )
+    rows = []
+    for network, timing in zip(networks, timings, strict=True):
+        latency = [
+            {**asdict(stats), "speedup": reference.median_ms / stats.median_ms}
+            for stats, reference in zip(timing, timings[0], strict=True)
+        ]
+        rows.append(
+            {
+                "name": network.name,
+                "dense": network.dense,
+                "kept_weights": network.kept_weights,
+                "stored_values": network.stored_values,
+                "file_bytes": network.file_bytes,
+                "latency": latency,
+            }
+        )
+
+    if args.models is None:
+        print(
+            "demo (no --models): an untrained AttentionGCN "
+            f"({config.num_weights():,} weights, N(0, 1), seed {args.seed}), "
+            "magnitude-pruned at "
+            + "/".join(f"{rate:.0%}".rstrip("%") for rate in DEMO_RATES)
+            + "% and compacted; latencies only, no accuracy"
+        )
+    else:
+        print(f"networks of {args.models}; speed-up against {networks[0].name}")
+    print(
+        f"{host['cpu']} ({host['logical_cpus']} logical CPUs), torch {host['torch']}, "
+        f"{threads} threads, 1-min load average {host['load_average_1min']:.1f} before timing; "
+        f"median and IQR of {args.repeats} forward passes after {args.warmup} untimed\n"
+    )
+    if host["logical_cpus"] and host["load_average_1min"] >= host["logical_cpus"]:
+        # Oversubscribed cores stall torch's worker threads at every parallel region; the
+        # medians then measure the scheduler more than the networks.
+        print(
+            f"warning: load average {host['load_average_1min']:.1f} >= "
+            f"{host['logical_cpus']} logical CPUs: other processes compete for the cores, "
+            "timings are unreliable (try --threads 1)\n"
+        )
+    print(format_table(networks, rows))
+
+    if args.json is not None:
+        document = {
+            "source": "demo" if args.models is None else str(args.models),
+            "machine": host,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "rows": rows,
+        }
+
+        def write(handle: IO[bytes]) -> None:
+            handle.write((json.dumps(document, indent=2) + "\n").encode())
+
+        atomic_write(args.json, write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""measure_latency and the inference benchmark script (demo mode and a folder of networks)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from tcmplib.compact import LatencyStats, compact_model, measure_latency, save_compact
+from tcmplib.model import AttentionGCN, GCNConfig
+from tcmplib.topology import magnitude_masks
+
+TOY = GCNConfig(nodes=3, d_in=4, heads=2, qk_dim=2, channels=3, classes=2)
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
+
+
+@functools.cache
+def load_script() -> ModuleType:
+    # benchmarks/ is a folder of scripts, not a package: load the file as a module. It must be
+    # in sys.modules while it runs, because dataclasses resolve annotations through it.
+    spec = importlib.util.spec_from_file_location("bench_inference", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def toy_inputs(batch: int) -> torch.Tensor:
+    return torch.randn(batch, TOY.nodes, TOY.d_in, generator=torch.Generator().manual_seed(0))
+
+
+def test_measure_latency_returns_ordered_stats_and_restores_threads() -> None:
+    model = AttentionGCN(TOY)
+    model.train()
+    before = torch.get_num_threads()
+    stats = measure_latency(model, toy_inputs(7), repeats=5, warmup=1, threads=1)
+    assert isinstance(stats, LatencyStats)
+    assert 0.0 < stats.p25_ms <= stats.median_ms <= stats.p75_ms
+    assert stats.iqr_ms >= 0.0
+    assert (stats.batch, stats.repeats, stats.threads) == (7, 5, 1)
+    assert torch.get_num_threads() == before
+    assert model.training  # the caller's mode comes back
+
+
+def test_measure_latency_single_repeat_and_default_threads() -> None:
+    stats = measure_latency(AttentionGCN(TOY), toy_inputs(1), repeats=1, warmup=0)
+    assert stats.p25_ms == stats.median_ms == stats.p75_ms
+    assert stats.threads == torch.get_num_threads()
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("repeats", 0), ("repeats", 2.5), ("warmup", -1), ("threads", 0), ("repeats", True)],
+)
+def test_measure_latency_rejects_bad_arguments(keyword: str, value: object) -> None:
+    with pytest.raises(ValueError, match=keyword):
+        measure_latency(AttentionGCN(TOY), toy_inputs(2), **{keyword: value})  # type: ignore[arg-type]
+
+
+def test_measure_latency_rejects_inputs_without_batch_axis() -> None:
+    with pytest.raises(ValueError, match="inputs"):
+        measure_latency(AttentionGCN(TOY), torch.tensor(1.0))
+
+
+def test_demo_mode_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    load_script().main(
+        ["--repeats", "2", "--warmup", "0", "--batches", "1", "4", "--json", str(out)]
+    )
+    printed = capsys.readouterr().out
+    assert "demo" in printed and "torch" in printed
+    document = json.loads(out.read_text())
+    rows = document["rows"]
+    assert [row["dense"] for row in rows] == [True, False, False, False, False]
+    assert rows[0]["name"] in printed
+    kept = [row["kept_weights"] for row in rows]
+    assert kept == sorted(kept, reverse=True) and len(set(kept)) == len(kept)
+    assert all(row["stored_values"] <= rows[0]["stored_values"] for row in rows)
+    assert all(row["file_bytes"] > 0 for row in rows)
+    for row in rows:
+        assert [stats["batch"] for stats in row["latency"]] == [1, 4]
+        assert all(stats["repeats"] == 2 for stats in row["latency"])
+    assert all(stats["speedup"] == 1.0 for stats in rows[0]["latency"])
+
+
+def save_toy(directory: Path, rate: float) -> None:
+    torch.manual_seed(1)
+    model = AttentionGCN(TOY)
+    with torch.no_grad():
+        for weight in model.prunable().values():
+            weight.normal_()
+    masks = magnitude_masks(model, rate)
+    assert isinstance(masks, dict)
+    save_compact(compact_model(model, masks), directory)
+
+
+def test_models_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "models"
+    save_toy(models / "baseline_rate0.0000_seed0_000000000000", 0.0)
+    save_toy(models / "tcmp_rate0.7500_seed0_0123456789ab", 0.75)
+    (models / "not-a-network").mkdir()
+    out = tmp_path / "bench.json"
+    load_script().main(
+        ["--models", str(models), "--repeats", "2", "--batches", "3", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    names = [row["name"] for row in rows]
+    assert names == ["baseline_rate0.0000_seed0_000000000000", "tcmp_rate0.7500_seed0_0123456789ab"]
+    assert [row["dense"] for row in rows] == [True, False]
+    assert rows[1]["kept_weights"] < rows[0]["kept_weights"] == TOY.num_weights()
+    assert rows[0]["file_bytes"] == (models / names[0] / "compact.safetensors").stat().st_size
+    assert "baseline_rate0.0000" in capsys.readouterr().out
+
+
+def test_models_folder_without_baseline_uses_fresh_dense(tmp_path: Path) -> None:
+    save_toy(tmp_path / "tcmp_rate0.5000_seed0_0123456789ab", 0.5)
+    out = tmp_path / "bench.json"
+    load_script().main(["--models", str(tmp_path), "--repeats", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["dense"] for row in rows] == [True, False]
+    assert rows[0]["stored_values"] == TOY.num_weights()
+
+
+def test_missing_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SystemExit) as raised:
+        load_script().main(["--models", str(missing)])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error and error.count("\n") == 1
+
+
+def test_folder_without_networks_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(SystemExit) as raised:
+        load_script().main(["--models", str(tmp_path)])
+    assert raised.value.code == 2
+    assert "compact network" in capsys.readouterr().err
