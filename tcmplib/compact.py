@@ -123,6 +123,9 @@ class CompactGCN(nn.Module):
             "value_inputs", torch.tensor(kept.value_inputs, dtype=torch.int64), persistent=False
         )
         self.register_buffer("fc_rows", self._fc_rows(config, kept), persistent=False)
+        grid = config.nodes * len(kept.heads) * len(kept.channels)
+        self._all_inputs = kept.value_inputs == tuple(range(config.d_in))
+        self._all_fc_rows = bool(torch.equal(self.fc_rows, torch.arange(grid)))
 
     @staticmethod
     def _fc_rows(config: GCNConfig, kept: KeptIndices) -> Tensor:
@@ -158,9 +161,15 @@ class CompactGCN(nn.Module):
         k = torch.einsum("bnd,hde->bhne", x, self.wk)
         scores = q @ k.transpose(-1, -2) / math.sqrt(config.qk_dim)
         attention = torch.softmax(scores, dim=-1)
-        values = x[..., self.value_inputs] @ self.wv
+        # Gathers copy activations (at batch 575 the dense-layer input is ~100 MB); skip them
+        # when nothing is dropped, as at low rates where every unit is still live.
+        inputs = x if self._all_inputs else x[..., self.value_inputs]
+        values = inputs @ self.wv
         hidden = torch.relu(torch.einsum("bhnm,bmc->bnhc", attention, values))
-        return hidden.reshape(x.shape[0], -1)[:, self.fc_rows] @ self.fc
+        features = hidden.reshape(x.shape[0], -1)
+        if not self._all_fc_rows:
+            features = features[:, self.fc_rows]
+        return features @ self.fc
 
 
 def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[int, ...]]:

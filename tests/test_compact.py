@@ -266,3 +266,15 @@ def test_saving_again_replaces_the_pair_and_leaves_nothing_else(
     x = inputs(MID, batch=4)
     with torch.no_grad():
         assert torch.equal(load_compact(directory)(x), compact_model(smaller)(x))
+
+
+def test_nothing_pruned_takes_the_gather_free_path_and_agrees() -> None:
+    model = model_with_seed(MID, 7)
+    full = {name: torch.ones_like(w, dtype=torch.bool) for name, w in model.prunable().items()}
+    compact = compact_model(model, full)
+    assert compact._all_inputs and compact._all_fc_rows
+    partial = compact_model(model, magnitude_masks(model_with_seed(MID, 7, unit_scale=True), 0.99))
+    assert not (partial._all_inputs and partial._all_fc_rows)
+    x = inputs(MID, batch=6)
+    with torch.no_grad():
+        assert torch.allclose(compact(x), model(x), atol=1e-5)
