@@ -413,6 +413,13 @@ def execute_run(
     return str(path)
 
 
+def _shown(path: Path) -> str:
+    """A results folder as a reader wants it: relative to its checkout when inside one."""
+    resolved = path.resolve()
+    root = project_root(resolved.parent)
+    return os.path.relpath(resolved, root) if resolved.is_relative_to(root) else str(path)
+
+
 @dataclass
 class SweepSummary:
     """What a sweep found and did. Paths are result files."""
@@ -430,7 +437,8 @@ class SweepSummary:
 
     def __str__(self) -> str:
         text = (
-            f"sweep in {self.results_dir}: {len(self.reused)} reused, {len(self.pending)} to run: "
+            f"sweep in {_shown(self.results_dir)}: {len(self.reused)} reused, "
+            f"{len(self.pending)} to run: "
             f"{len(self.ran)} ran, {len(self.failed)} failed ({self.wall_time_s:.0f} s)"
         )
         return "\n".join([text, *(f"  failed: {f.error}" for f in self.failed)])
