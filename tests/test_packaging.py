@@ -46,8 +46,11 @@ def test_environment_yml_lists_exactly_the_pyproject_requirements() -> None:
 
 
 def test_jupyter_book_is_pinned_below_2() -> None:
-    book = [r for r in _pyproject()["project"]["optional-dependencies"]["book"]
-            if r.startswith("jupyter-book")]
+    book = [
+        r
+        for r in _pyproject()["project"]["optional-dependencies"]["book"]
+        if r.startswith("jupyter-book")
+    ]
     assert book == ["jupyter-book>=1.0.4.post1,<2"]
 
 
@@ -67,7 +70,11 @@ def test_no_generated_files_are_tracked() -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode != 0:
         pytest.skip("not a git checkout")
-    generated = [f for f in tracked.stdout.splitlines()
-                 if f.startswith(("_build/", ".venv/", "runs/")) or "__pycache__" in f
-                 or f.endswith((".pyc", ".egg-info"))]
+    generated = [
+        f
+        for f in tracked.stdout.splitlines()
+        if f.startswith(("_build/", ".venv/", "runs/"))
+        or "__pycache__" in f
+        or f.endswith((".pyc", ".egg-info"))
+    ]
     assert generated == []
