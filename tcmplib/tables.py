@@ -59,6 +59,7 @@ __all__ = [
     "aggregate_seeds",
     "table1_right",
     "paper_table1_right",
+    "paper_table1_left",
     "compare_with_paper",
     "to_markdown",
     "write_table",
@@ -437,6 +438,23 @@ def paper_table1_right() -> pd.DataFrame:
         index=index,
     )
     return _in_paper_order(table)[list(TABLE_COLUMNS)]
+
+
+def paper_table1_left() -> pd.DataFrame:
+    """The paper's published Table 1 (left): earlier FPHA results and the paper's baseline.
+
+    Columns: ``method``, ``ref`` (the paper's citation number), ``color``, ``depth`` and
+    ``pose`` (the input modalities, booleans) and ``accuracy_percent``, as printed.
+    """
+    source = resources.files("tcmplib") / "paper" / "table1_left.csv"
+    with source.open("r", encoding="utf-8") as handle:
+        table = pd.read_csv(handle, dtype={"ref": "object"}, keep_default_na=False)
+    expected = ["method", "ref", "color", "depth", "pose", "accuracy_percent"]
+    if list(table.columns) != expected:
+        raise ValueError(
+            f"table1_left.csv: expected columns {expected}, got {list(table.columns)}"
+        )
+    return table
 
 
 def _check_table(table: pd.DataFrame, name: str) -> None:

@@ -1,0 +1,271 @@
+"""The paper's claims about its Table 1, checked against a table of results.
+
+Section 5 of the paper draws a handful of conclusions from Table 1 (right): magnitude pruning
+disconnects the network at high rates, the topologically consistent methods never do, TCMP
+beats MP where pruning is extreme and beats its greedy predecessor at 99%, and low rates cost
+little accuracy. Each is written here as a test on a table in the layout of
+:func:`tcmplib.tables.table1_right`, so that a reproduction states, by code rather than by
+eye, which conclusions hold on its numbers.
+
+Every test is also run on the paper's own table, where each must hold: a test that failed on
+the table it was read from would misstate the claim.
+
+Verdicts (:data:`VERDICTS`): ``holds``; ``holds within seed spread`` when a difference of
+means is positive but not larger than the larger of the two standard deviations over seeds;
+``does not hold``; ``incomplete`` when some of the runs a claim needs are missing (any
+violation among those present already gives ``does not hold``); ``not run yet`` when none are
+present. A verdict resting on single-seed means says so: ``(one seed)`` is appended, since
+one run cannot tell a real difference from run-to-run noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tcmplib.tables import INDEX_NAMES, paper_table1_right
+
+__all__ = ["VERDICTS", "FINDINGS", "Finding", "check_findings"]
+
+VERDICTS: tuple[str, ...] = (
+    "holds",
+    "holds within seed spread",
+    "does not hold",
+    "incomplete",
+    "not run yet",
+)
+
+#: Accuracy in points within which a pruned network counts as "costing little".
+LOW_RATE_TOLERANCE = 2.0
+#: The dense baseline counts as reproduced within this many points of the paper's.
+BASELINE_TOLERANCE = 2.0
+
+_ACC, _AC, _STD, _SEEDS = "accuracy (%)", "% A-C", "± std", "seeds"
+_LABEL = {"mp": "MP", "greedy-tc": "greedy TC", "tcmp": "TCMP", "baseline": "baseline"}
+
+
+@dataclass(frozen=True)
+class _Cell:
+    value: float
+    std: float  # NaN when unknown
+    seeds: int | None
+
+
+def _cell(table: pd.DataFrame, rate: float, method: str, column: str) -> _Cell | None:
+    """The (rate, method) entry of ``column``, or None when that run is absent."""
+    if (rate, method) not in table.index:
+        return None
+    row = table.loc[(rate, method)]
+    value = row[column]
+    if pd.isna(value):
+        return None
+    std = row[_STD] if column == _ACC and _STD in row.index else math.nan
+    seeds = row[_SEEDS] if _SEEDS in row.index else None
+    return _Cell(
+        float(value),
+        math.nan if pd.isna(std) else float(std),
+        None if seeds is None or pd.isna(seeds) else int(seeds),
+    )
+
+
+def _one_seed(cells: Sequence[_Cell]) -> bool:
+    return any(cell.seeds == 1 for cell in cells)
+
+
+def _with_seed_note(verdict: str, cells: Sequence[_Cell]) -> str:
+    if verdict in ("holds", "holds within seed spread", "does not hold") and _one_seed(cells):
+        return f"{verdict} (one seed)"
+    return verdict
+
+
+def _missing_verdict(present: int, needed: int) -> str | None:
+    if present == 0:
+        return "not run yet"
+    if present < needed:
+        return "incomplete"
+    return None
+
+
+def _ahead(a: _Cell, b: _Cell) -> str:
+    """Verdict for "a is more accurate than b"."""
+    difference = a.value - b.value
+    if difference <= 0:
+        return "does not hold"
+    spreads = [s for s in (a.std, b.std) if not math.isnan(s)]
+    if spreads and difference <= max(spreads):
+        return "holds within seed spread"
+    return "holds"
+
+
+def _worst(verdicts: Sequence[str]) -> str:
+    return max(verdicts, key=VERDICTS.index)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.2f}%"
+
+
+# --------------------------------------------------------------------------- the claims
+# Each check returns (the numbers it looked at, in words; the verdict).
+
+
+def _baseline(table: pd.DataFrame, paper: pd.DataFrame) -> tuple[str, str]:
+    ours = _cell(table, 0.0, "baseline", _ACC)
+    reference = _cell(paper, 0.0, "baseline", _ACC)
+    if ours is None or reference is None:
+        return "—", "not run yet"
+    gap = ours.value - reference.value
+    text = f"{_pct(ours.value)} ({gap:+.2f} points)"
+    verdict = "holds" if abs(gap) <= BASELINE_TOLERANCE else "does not hold"
+    return text, _with_seed_note(verdict, [ours])
+
+
+def _mp_disconnects(table: pd.DataFrame, paper: pd.DataFrame) -> tuple[str, str]:
+    cells = {rate: _cell(table, rate, "mp", _AC) for rate in (0.95, 0.99)}
+    present = {rate: cell for rate, cell in cells.items() if cell is not None}
+    text = ", ".join(f"{round(r * 100)}%: {_pct(c.value)}" for r, c in present.items()) or "—"
+    if any(cell.value >= 100.0 for cell in present.values()):
+        return text, "does not hold"
+    missing = _missing_verdict(len(present), len(cells))
+    if missing:
+        return text, missing
+    verdict = "holds" if present[0.99].value <= present[0.95].value else "does not hold"
+    return text, verdict
+
+
+def _tc_consistent(table: pd.DataFrame, paper: pd.DataFrame) -> tuple[str, str]:
+    rates = (0.5, 0.75, 0.95, 0.99)
+    parts, verdicts, present = [], [], 0
+    for method in ("greedy-tc", "tcmp"):
+        found = [c for c in (_cell(table, r, method, _AC) for r in rates) if c is not None]
+        present += len(found)
+        if found:
+            lowest = min(cell.value for cell in found)
+            parts.append(f"{_LABEL[method]}: lowest {_pct(lowest)} over {len(found)} rates")
+            verdicts.append("holds" if lowest >= 100.0 else "does not hold")
+    text = "; ".join(parts) or "—"
+    if "does not hold" in verdicts:
+        return text, "does not hold"
+    return text, _missing_verdict(present, 2 * len(rates)) or "holds"
+
+
+def _ahead_at(
+    winner: str, loser: str, rates: Sequence[float]
+) -> Callable[[pd.DataFrame, pd.DataFrame], tuple[str, str]]:
+    def check(table: pd.DataFrame, paper: pd.DataFrame) -> tuple[str, str]:
+        parts, verdicts, cells = [], [], []
+        for rate in rates:
+            a, b = _cell(table, rate, winner, _ACC), _cell(table, rate, loser, _ACC)
+            if a is None or b is None:
+                continue
+            cells += [a, b]
+            parts.append(
+                f"{round(rate * 100)}%: {_pct(a.value)} vs {_pct(b.value)} "
+                f"({a.value - b.value:+.2f})"
+            )
+            verdicts.append(_ahead(a, b))
+        text = "; ".join(parts) or "—"
+        if "does not hold" in verdicts:
+            return text, _with_seed_note("does not hold", cells)
+        missing = _missing_verdict(len(verdicts), len(rates))
+        if missing:
+            return text, missing
+        return text, _with_seed_note(_worst(verdicts), cells)
+
+    return check
+
+
+def _low_rates_cheap(table: pd.DataFrame, paper: pd.DataFrame) -> tuple[str, str]:
+    baseline = _cell(table, 0.0, "baseline", _ACC)
+    needed = [(rate, m) for rate in (0.5, 0.75) for m in ("mp", "greedy-tc", "tcmp")]
+    found = [(r, m, c) for r, m in needed if (c := _cell(table, r, m, _ACC)) is not None]
+    if baseline is None or not found:
+        return "—", "not run yet"
+    rate, method, worst = min(found, key=lambda item: item[2].value)
+    drop = baseline.value - worst.value
+    text = (
+        f"lowest: {_LABEL[method]} at {round(rate * 100)}%, {_pct(worst.value)} vs "
+        f"{_pct(baseline.value)} ({-drop:+.2f})"
+    )
+    if drop > LOW_RATE_TOLERANCE:
+        return text, _with_seed_note("does not hold", [baseline, worst])
+    verdict = _missing_verdict(len(found), len(needed)) or "holds"
+    return text, _with_seed_note(verdict, [baseline, worst])
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    claim: str
+    check: Callable[[pd.DataFrame, pd.DataFrame], tuple[str, str]]
+
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        "baseline",
+        f"The dense baseline reaches the paper's accuracy (within {BASELINE_TOLERANCE:g} points)",
+        _baseline,
+    ),
+    Finding(
+        "low-rates",
+        f"At 50% and 75%, MP, greedy TC and TCMP stay within {LOW_RATE_TOLERANCE:g} points "
+        "of the baseline",
+        _low_rates_cheap,
+    ),
+    Finding(
+        "mp-disconnects",
+        "MP leaves connections that are not accessible and co-accessible at 95% and 99%, "
+        "more at 99%",
+        _mp_disconnects,
+    ),
+    Finding(
+        "tc-consistent",
+        "Greedy TC and TCMP keep 100% A-C at every rate",
+        _tc_consistent,
+    ),
+    Finding(
+        "tcmp-beats-mp",
+        "TCMP is more accurate than MP at 95% and at 99%",
+        _ahead_at("tcmp", "mp", (0.95, 0.99)),
+    ),
+    Finding(
+        "tcmp-beats-greedy",
+        "TCMP is more accurate than greedy TC at 99%",
+        _ahead_at("tcmp", "greedy-tc", (0.99,)),
+    ),
+)
+
+
+def check_findings(ours: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per claim of :data:`FINDINGS`: the claim, the paper's numbers, ours, verdicts.
+
+    ``ours`` and ``paper`` are tables in the layout of :func:`tcmplib.tables.table1_right`
+    (``paper`` defaults to :func:`tcmplib.tables.paper_table1_right`). The column
+    ``paper's verdict`` runs the same test on the paper's table; it reads ``holds`` for every
+    claim of the published table.
+    """
+    if paper is None:
+        paper = paper_table1_right()
+    for name, table in (("ours", ours), ("paper", paper)):
+        if list(table.index.names) != list(INDEX_NAMES):
+            raise ValueError(f"{name}: expected a table indexed by {INDEX_NAMES}")
+        for column in (_ACC, _AC):
+            if column not in table.columns:
+                raise ValueError(f"{name}: expected a column {column!r} (see table1_right)")
+    rows = []
+    for finding in FINDINGS:
+        paper_text, paper_verdict = finding.check(paper, paper)
+        ours_text, ours_verdict = finding.check(ours, paper)
+        rows.append(
+            {
+                "claim": finding.claim,
+                "paper": paper_text,
+                "paper's verdict": paper_verdict,
+                "ours": ours_text,
+                "verdict": ours_verdict,
+            }
+        )
+    return pd.DataFrame(rows, index=pd.Index([f.key for f in FINDINGS], name="finding"))

@@ -1,0 +1,167 @@
+"""Size and speed of the tiny networks: reading the inference benchmark's JSON file.
+
+``benchmarks/bench_inference.py --models runs/models/<results name> --json FILE`` times the
+compact networks that a sweep saved (one per run, named like the run's result file) next to
+the dense baseline, and writes one row per network: kept weights, stored values, file size and
+the latency at each batch size (median, quartiles, speed-up against the dense network). This
+module reads that file back, joins each network to its run's result (method, rate, seed,
+accuracy, % A-C), and plots latency against size. The file holds numbers only, never weights,
+so it can be committed even when the networks were trained on data that may not be shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from tcmplib.tables import load_results, method_label, method_rank
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["INFERENCE_COLUMNS", "load_inference", "machine_summary", "plot_latency"]
+
+#: Columns of :func:`load_inference` before the per-batch latency columns.
+INFERENCE_COLUMNS: tuple[str, ...] = (
+    "network",
+    "method",
+    "rate (%)",
+    "seed",
+    "accuracy (%)",
+    "% A-C",
+    "kept weights",
+    "stored values",
+    "file KiB",
+)
+
+_ROW_KEYS = ("name", "dense", "kept_weights", "stored_values", "file_bytes", "latency")
+_LATENCY_KEYS = ("batch", "median_ms", "p25_ms", "p75_ms", "speedup")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{path}: expected an inference benchmark JSON file ({detail})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("rows"), list):
+        raise ValueError(f"{path}: expected an object with a list 'rows' (bench_inference.py)")
+    if not document["rows"]:
+        raise ValueError(f"{path}: expected at least one network in 'rows', got none")
+    batches: list[int] | None = None
+    for number, row in enumerate(document["rows"]):
+        missing = [key for key in _ROW_KEYS if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise ValueError(f"{path}: rows[{number}]: expected keys {missing}")
+        for entry in row["latency"]:
+            if not isinstance(entry, dict) or any(key not in entry for key in _LATENCY_KEYS):
+                raise ValueError(
+                    f"{path}: rows[{number}].latency: expected entries with {list(_LATENCY_KEYS)}"
+                )
+        found = [int(entry["batch"]) for entry in row["latency"]]
+        if batches is None:
+            batches = found
+        elif found != batches:
+            raise ValueError(
+                f"{path}: rows[{number}].latency: expected batches {batches}, got {found}"
+            )
+    return document
+
+
+def load_inference(
+    path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
+    """One row per timed network, dense reference first, then in the paper's row order.
+
+    With ``results_dir`` (the sweep's results folder), each network named after a run is
+    joined to that run's result: method, target rate, seed, class-averaged accuracy and
+    % A-C; a network without a result keeps those columns empty. Per batch size ``b`` the
+    columns ``b=<b> ms`` (median), ``b=<b> IQR ms`` and ``b=<b> speed-up`` (dense median
+    over this network's median) follow :data:`INFERENCE_COLUMNS`.
+    """
+    source = Path(path)
+    document = _read(source)
+    runs = load_results(results_dir) if results_dir is not None else None
+    by_name: dict[str, pd.Series] = {}
+    if runs is not None:
+        by_name = {Path(str(f)).stem: row for f, row in runs.set_index("file").iterrows()}
+    rows = []
+    for entry in document["rows"]:
+        run = by_name.get(entry["name"])
+        row: dict[str, Any] = {
+            "network": entry["name"],
+            "method": method_label(str(run["method"])) if run is not None else None,
+            "rate (%)": 100.0 * float(run["target_rate"]) if run is not None else None,
+            "seed": int(run["seed"]) if run is not None else None,
+            "accuracy (%)": round(float(run["class_avg_accuracy"]), 2) if run is not None else None,
+            "% A-C": round(float(run["percent_ac"]), 2) if run is not None else None,
+            "kept weights": int(entry["kept_weights"]),
+            "stored values": int(entry["stored_values"]),
+            "file KiB": round(int(entry["file_bytes"]) / 1024, 1),
+            "_dense": bool(entry["dense"]),
+            "_rank": method_rank(str(run["method"])) if run is not None else (99, ""),
+        }
+        for stats in entry["latency"]:
+            batch = int(stats["batch"])
+            row[f"b={batch} ms"] = round(float(stats["median_ms"]), 3)
+            row[f"b={batch} IQR ms"] = round(float(stats["p75_ms"]) - float(stats["p25_ms"]), 3)
+            row[f"b={batch} speed-up"] = round(float(stats["speedup"]), 2)
+        rows.append(row)
+    # Dense reference first; networks without a run last, by name.
+    rows.sort(
+        key=lambda r: (
+            not r["_dense"],
+            r["rate (%)"] is None,
+            r["rate (%)"] or 0.0,
+            r["_rank"],
+            -1 if r["seed"] is None else r["seed"],
+            r["network"],
+        )
+    )
+    frame = pd.DataFrame(rows)
+    for column in ("seed", "kept weights", "stored values"):
+        frame[column] = frame[column].astype("Int64")
+    return frame.drop(columns=["_dense", "_rank"]).reset_index(drop=True)
+
+
+def machine_summary(path: str | os.PathLike[str]) -> str:
+    """One line on where the benchmark ran: CPU, threads, torch, load, repeats."""
+    document = _read(Path(path))
+    host = document.get("machine", {})
+    return (
+        f"{host.get('cpu', 'unknown CPU')} ({host.get('logical_cpus', '?')} logical CPUs), "
+        f"torch {host.get('torch', '?')}, {host.get('threads', '?')} threads, "
+        f"1-min load average {host.get('load_average_1min', '?')} before timing; "
+        f"median of {document.get('repeats', '?')} forward passes after "
+        f"{document.get('warmup', '?')} untimed"
+    )
+
+
+def plot_latency(frame: pd.DataFrame) -> Figure:
+    """Median latency against kept weights, one panel per batch size, log-log."""
+    import matplotlib.pyplot as plt
+
+    batches = [column.split()[0] for column in frame.columns if column.endswith(" ms")]
+    batches = [b for b in batches if not b.endswith("IQR")]
+    batches = list(dict.fromkeys(batches))
+    if frame.empty or not batches:
+        raise ValueError("frame: expected rows and latency columns from load_inference")
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 3.6), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        labels = frame["method"].fillna(frame["network"])
+        for label in dict.fromkeys(labels):
+            rows = frame[labels == label]
+            ax.scatter(rows["kept weights"].astype(float), rows[f"{batch} ms"], label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("kept weights")
+        ax.set_ylabel("median latency (ms)")
+        ax.set_title(f"forward pass, {batch.replace('b=', 'batch ')}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,107 @@
+"""The paper's claims as tests on Table 1: hand-edited copies of the published table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from tcmplib.findings import FINDINGS, VERDICTS, check_findings
+from tcmplib.tables import paper_table1_right
+
+
+@pytest.fixture
+def paper() -> pd.DataFrame:
+    return paper_table1_right()
+
+
+def verdicts(ours: pd.DataFrame, paper: pd.DataFrame) -> dict[str, str]:
+    return check_findings(ours, paper)["verdict"].to_dict()
+
+
+def test_every_claim_holds_on_the_paper_table(paper: pd.DataFrame) -> None:
+    table = check_findings(paper, paper)
+    assert list(table.index) == [f.key for f in FINDINGS]
+    assert set(table["paper's verdict"]) == {"holds"}
+    assert set(table["verdict"]) == {"holds"}
+    assert table.loc["mp-disconnects", "paper"] == "95%: 72.30%, 99%: 21.20%"
+    assert table.loc["tcmp-beats-mp", "paper"] == (
+        "95%: 85.21% vs 83.82% (+1.39); 99%: 82.95% vs 76.00% (+6.95)"
+    )
+
+
+def test_nothing_run_yet(paper: pd.DataFrame) -> None:
+    assert set(verdicts(paper.iloc[:0], paper).values()) == {"not run yet"}
+
+
+def test_consistent_mp_breaks_the_disconnection_claim(paper: pd.DataFrame) -> None:
+    ours = paper.copy()
+    ours.loc[(0.99, "mp"), "% A-C"] = 100.0
+    assert verdicts(ours, paper)["mp-disconnects"] == "does not hold"
+    ours = paper.copy()  # below 100 at both rates, but fewer dangling connections at 99%
+    ours.loc[(0.99, "mp"), "% A-C"] = 80.0
+    assert verdicts(ours, paper)["mp-disconnects"] == "does not hold"
+
+
+def test_one_dangling_tcmp_connection_breaks_consistency(paper: pd.DataFrame) -> None:
+    ours = paper.copy()
+    ours.loc[(0.5, "tcmp"), "% A-C"] = 99.99
+    assert verdicts(ours, paper)["tc-consistent"] == "does not hold"
+
+
+def test_missing_runs_make_a_claim_incomplete(paper: pd.DataFrame) -> None:
+    ours = paper.drop(index=[(0.99, "tcmp")])
+    found = verdicts(ours, paper)
+    assert found["tcmp-beats-mp"] == "incomplete"
+    assert found["tcmp-beats-greedy"] == "not run yet"
+    assert found["tc-consistent"] == "incomplete"
+    assert found["baseline"] == "holds"
+
+
+def test_a_violation_among_partial_runs_already_fails(paper: pd.DataFrame) -> None:
+    ours = paper.drop(index=[(0.99, "tcmp")])
+    ours.loc[(0.95, "tcmp"), "accuracy (%)"] = 80.0  # behind MP's 83.82
+    assert verdicts(ours, paper)["tcmp-beats-mp"] == "does not hold"
+
+
+def test_seed_spread_and_single_seeds(paper: pd.DataFrame) -> None:
+    ours = paper.copy()
+    ours["seeds"] = pd.array([3] * len(ours), dtype="Int64")
+    ours.loc[(0.99, "tcmp"), "± std"] = 3.0  # TCMP ahead of greedy TC by 2.26 points only
+    ours.loc[(0.95, "tcmp"), "± std"] = 2.0  # and of MP by 1.39 at 95% (by 6.95 at 99%)
+    found = verdicts(ours, paper)
+    assert found["tcmp-beats-greedy"] == "holds within seed spread"
+    assert found["tcmp-beats-mp"] == "holds within seed spread"  # the worse of 95% and 99%
+    ours["seeds"] = pd.array([1] * len(ours), dtype="Int64")
+    ours["± std"] = math.nan
+    found = verdicts(ours, paper)
+    assert found["tcmp-beats-greedy"] == "holds (one seed)"
+    assert found["mp-disconnects"] == "holds"  # a measured share, not a noisy difference
+
+
+def test_baseline_and_low_rates_tolerances(paper: pd.DataFrame) -> None:
+    ours = paper.copy()
+    ours.loc[(0.0, "baseline"), "accuracy (%)"] = 70.0
+    found = check_findings(ours, paper)
+    assert found.loc["baseline", "verdict"] == "does not hold"
+    assert found.loc["baseline", "ours"] == "70.00% (-16.08 points)"
+    assert found.loc["low-rates", "verdict"] == "holds"  # every pruned run beats 70%
+    ours = paper.copy()
+    ours.loc[(0.75, "greedy-tc"), "accuracy (%)"] = 83.0  # 3.08 below the baseline
+    found = check_findings(ours, paper)
+    assert found.loc["low-rates", "verdict"] == "does not hold"
+    assert found.loc["low-rates", "ours"] == "lowest: greedy TC at 75%, 83.00% vs 86.08% (-3.08)"
+
+
+def test_verdicts_are_from_the_documented_list(paper: pd.DataFrame) -> None:
+    ours = paper.drop(index=[(0.5, "mp"), (0.99, "greedy-tc")])
+    for verdict in check_findings(ours, paper)["verdict"]:
+        assert verdict.removesuffix(" (one seed)") in VERDICTS
+
+
+def test_a_table_of_the_wrong_layout_is_refused(paper: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="ours: expected a table indexed by"):
+        check_findings(paper.reset_index(), paper)
+    with pytest.raises(ValueError, match="paper: expected a column '% A-C'"):
+        check_findings(paper, paper.drop(columns=["% A-C"]))

@@ -1,0 +1,142 @@
+"""Reading the inference benchmark's file: hand-written documents, joined to result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from tcmplib.inference import INFERENCE_COLUMNS, load_inference, machine_summary, plot_latency
+
+matplotlib.use("Agg")
+
+
+def _latency(batch: int, median: float, dense_median: float) -> dict[str, Any]:
+    return {
+        "median_ms": median,
+        "p25_ms": median - 0.1,
+        "p75_ms": median + 0.2,
+        "repeats": 5,
+        "batch": batch,
+        "threads": 1,
+        "speedup": dense_median / median,
+    }
+
+
+def _row(name: str, kept: int, b1: float, b575: float, dense: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "dense": dense,
+        "kept_weights": kept,
+        "stored_values": 2 * kept,
+        "file_bytes": 8 * kept,
+        "latency": [_latency(1, b1, 2.0), _latency(575, b575, 40.0)],
+    }
+
+
+def _document(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    machine = {"cpu": "Test CPU", "logical_cpus": 2, "torch": "2.x", "threads": 1}
+    machine["load_average_1min"] = 0.5
+    return {"source": "runs/models/x", "machine": machine, "repeats": 5, "warmup": 1, "rows": rows}
+
+
+def _result(method: str, rate: float, seed: int, accuracy: float, ac: float) -> dict[str, Any]:
+    report = {
+        "achieved_rate": rate,
+        "kept_weights": 10,
+        "total_weights": 100,
+        "percent_ac": ac,
+        "class_avg_accuracy": accuracy,
+        "accuracy": accuracy,
+        "wall_time_s": 1.0,
+        "device": "cpu",
+    }
+    config = {"dataset": "fpha", "method": method, "rate": rate, "seed": seed, "profile": "paper"}
+    return {
+        "format": 1,
+        "config": config,
+        "config_hash": "h",
+        "report": report,
+        "provenance": {"git_commit": None},
+    }
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> tuple[Path, Path]:
+    results = tmp_path / "results"
+    results.mkdir()
+    runs = {
+        "baseline_s0": ("baseline", 0.0, 0, 0.80, 100.0),
+        "tcmp_s0": ("tcmp", 0.99, 0, 0.75, 100.0),
+        "mp_s0": ("mp", 0.99, 0, 0.50, 40.0),
+    }
+    for name, args in runs.items():
+        (results / f"{name}.json").write_text(json.dumps(_result(*args)), encoding="utf-8")
+    rows = [  # the dense reference first, as the benchmark writes it
+        _row("baseline_s0", 1000, 2.0, 40.0, dense=True),
+        _row("tcmp_s0", 10, 0.5, 4.0),
+        _row("mp_s0", 12, 1.0, 5.0),
+        _row("unmatched", 20, 1.0, 10.0),
+    ]
+    path = tmp_path / "inference.json"
+    path.write_text(json.dumps(_document(rows)), encoding="utf-8")
+    return path, results
+
+
+def test_rows_joined_to_their_runs_in_paper_order(bench: tuple[Path, Path]) -> None:
+    path, results = bench
+    frame = load_inference(path, results)
+    assert tuple(frame.columns[: len(INFERENCE_COLUMNS)]) == INFERENCE_COLUMNS
+    assert list(frame["network"]) == ["baseline_s0", "mp_s0", "tcmp_s0", "unmatched"]
+    assert list(frame["method"].iloc[:3]) == ["Baseline GCN", "MP", "TCMP (our)"]
+    tcmp = frame.set_index("network").loc["tcmp_s0"]
+    assert tcmp["rate (%)"] == 99.0
+    assert tcmp["accuracy (%)"] == 75.0
+    assert tcmp["% A-C"] == 100.0
+    assert tcmp["kept weights"] == 10
+    assert tcmp["file KiB"] == round(80 / 1024, 1)
+    assert tcmp["b=1 ms"] == 0.5
+    assert tcmp["b=1 IQR ms"] == 0.3
+    assert tcmp["b=1 speed-up"] == 4.0
+    assert tcmp["b=575 speed-up"] == 10.0
+    assert pd.isna(frame.set_index("network").loc["unmatched", "method"])
+
+
+def test_without_results_only_the_benchmark(bench: tuple[Path, Path]) -> None:
+    frame = load_inference(bench[0])
+    assert frame["network"].iloc[0] == "baseline_s0"
+    assert frame["method"].isna().all()
+
+
+def test_bad_documents_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="bench.json: expected an inference benchmark JSON"):
+        load_inference(path)
+    path.write_text(json.dumps({"rows": []}), encoding="utf-8")
+    with pytest.raises(ValueError, match="bench.json: expected at least one network"):
+        load_inference(path)
+    rows = [_row("a", 1, 1.0, 1.0, dense=True), _row("b", 1, 1.0, 1.0)]
+    rows[1]["latency"] = rows[1]["latency"][:1]
+    path.write_text(json.dumps(_document(rows)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rows\[1\].latency: expected batches \[1, 575\]"):
+        load_inference(path)
+    del rows[1]["file_bytes"]
+    path.write_text(json.dumps(_document(rows)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"rows\[1\]: expected keys \['file_bytes'\]"):
+        load_inference(path)
+
+
+def test_machine_summary_and_plot(bench: tuple[Path, Path]) -> None:
+    path, results = bench
+    assert machine_summary(path).startswith("Test CPU (2 logical CPUs), torch 2.x, 1 threads")
+    fig = plot_latency(load_inference(path, results))
+    assert len(fig.axes) == 2
+    assert [ax.get_title() for ax in fig.axes] == [
+        "forward pass, batch 1",
+        "forward pass, batch 575",
+    ]
