@@ -451,9 +451,7 @@ def paper_table1_left() -> pd.DataFrame:
         table = pd.read_csv(handle, dtype={"ref": "object"}, keep_default_na=False)
     expected = ["method", "ref", "color", "depth", "pose", "accuracy_percent"]
     if list(table.columns) != expected:
-        raise ValueError(
-            f"table1_left.csv: expected columns {expected}, got {list(table.columns)}"
-        )
+        raise ValueError(f"table1_left.csv: expected columns {expected}, got {list(table.columns)}")
     return table
 
 
