@@ -48,6 +48,8 @@ __all__ = [
     "result_path",
     "find_result",
     "run_config",
+    "git_state",
+    "provenance",
     "execute_run",
     "sweep",
     "default_results_dir",
@@ -244,17 +246,30 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(device: str, wall_time_s: float) -> dict[str, Any]:
-    """Where, when and with what a result was computed."""
-    import torch
-
-    from tcmplib import __version__
-
+def git_state() -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
         "git_commit": commit or "unknown",
         "git_dirty": bool(status) if status is not None else None,
+    }
+
+
+def provenance(
+    device: str, wall_time_s: float, git: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Where, when and with what a result was computed.
+
+    ``git`` is :func:`git_state` taken when the run started (a paper-scale run lasts long
+    enough for the checkout to move on); by default it is taken now.
+    """
+    import torch
+
+    from tcmplib import __version__
+
+    return {
+        **(git if git is not None else git_state()),
         "device": device,
         "torch": torch.__version__,
         "tcmplib": __version__,
@@ -295,6 +310,7 @@ def run_config(
     from tcmplib.train import atomic_write, build_model, train
 
     start = time.perf_counter()
+    source = git_state()  # the code that trains, not the checkout at the end of a long run
     data = load_dataset(config.dataset, root=Path(fpha_root) if fpha_root else None)
     gcn = GCNConfig(nodes=data.num_nodes, d_in=data.d_in, classes=data.num_classes)
     model = build_model(gcn, seed=config.seed)
@@ -345,7 +361,7 @@ def run_config(
         "train_config": config.train_schedule(),
         "report": report,
         "history": _evaluated_rows(history),
-        "provenance": provenance(report["device"], time.perf_counter() - start),
+        "provenance": provenance(report["device"], time.perf_counter() - start, source),
     }
     text = json.dumps(record, indent=1) + "\n"
     atomic_write(result_path(results_dir, config), lambda handle: handle.write(text.encode()))

@@ -15,6 +15,8 @@ from tcmplib.sweep import (
     RunConfig,
     expand_grid,
     find_result,
+    git_state,
+    provenance,
     result_path,
     run_config,
     sweep,
@@ -306,3 +308,13 @@ def test_project_root_is_found_from_a_chapter_folder(tmp_path: Path) -> None:
     (tmp_path / "book" / "_toc.yml").write_text("root: intro\n")
     assert project_root(tmp_path / "book" / "chapters") == (tmp_path / "book").resolve()
     assert project_root(tmp_path) == tmp_path.resolve(), "outside a checkout: the folder itself"
+
+
+def test_provenance_keeps_the_git_state_of_the_start() -> None:
+    start = {"git_commit": "0" * 40, "git_dirty": True}
+    record = provenance("cpu", 12.3456, start)
+    assert (record["git_commit"], record["git_dirty"]) == ("0" * 40, True)
+    assert record["wall_time_s"] == 12.346
+    now = git_state()  # this checkout: a 40-hex commit, or "unknown" outside git
+    assert now["git_commit"] == "unknown" or len(now["git_commit"]) == 40
+    assert provenance("cpu", 0.0)["git_commit"] == now["git_commit"]
