@@ -28,7 +28,7 @@ import pandas as pd
 
 from tcmplib.tables import INDEX_NAMES, paper_table1_right
 
-__all__ = ["VERDICTS", "FINDINGS", "Finding", "check_findings"]
+__all__ = ["VERDICTS", "FINDINGS", "Finding", "MaskCollapse", "check_findings", "mask_collapse"]
 
 VERDICTS: tuple[str, ...] = (
     "holds",
@@ -144,7 +144,8 @@ def _tc_consistent(table: pd.DataFrame, paper: pd.DataFrame) -> tuple[str, str]:
         present += len(found)
         if found:
             lowest = min(cell.value for cell in found)
-            parts.append(f"{_LABEL[method]}: lowest {_pct(lowest)} over {len(found)} rates")
+            rates_text = "1 rate" if len(found) == 1 else f"{len(found)} rates"
+            parts.append(f"{_LABEL[method]}: lowest {_pct(lowest)} over {rates_text}")
             verdicts.append("holds" if lowest >= 100.0 else "does not hold")
     text = "; ".join(parts) or "—"
     if "does not hold" in verdicts:
@@ -269,3 +270,55 @@ def check_findings(ours: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             }
         )
     return pd.DataFrame(rows, index=pd.Index([f.key for f in FINDINGS], name="finding"))
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+@dataclass(frozen=True)
+class MaskCollapse:
+    """A learned mask that reached its budget and later lost it (see :func:`mask_collapse`)."""
+
+    epoch: int  # the first evaluated epoch off budget
+    last_epoch_on_budget: int
+    rate_before: float  # fractions
+    rate_after: float
+    accuracy_before: float  # class-averaged test accuracy, fractions
+    accuracy_after: float
+    # Both at ``last_epoch_on_budget``: the state that the disturbance met.
+    temperature: float
+    lr: float
+
+
+def mask_collapse(
+    history: Sequence[dict[str, float]],
+    target_rate: float,
+    *,
+    tolerance: float = 0.005,
+    key: str = "hard_rate",
+) -> MaskCollapse | None:
+    """The first time a relaxed method's mask falls off its budget after having met it.
+
+    ``history`` holds a run's evaluated epochs (a sweep result's ``history``); ``key`` is
+    the history's rate of the crisp mask during training (``hard_rate``: the share of weights
+    with psi < 1/2). The mask is on budget while that rate is within ``tolerance`` of
+    ``target_rate``. Returns None when the rate never reached the budget or never left it.
+    """
+    rows = [row for row in history if key in row and "test_class_avg_accuracy" in row]
+    before: dict[str, float] | None = None
+    for row in rows:
+        on_budget = abs(row[key] - target_rate) <= tolerance
+        if on_budget:
+            before = row
+        elif before is not None:
+            return MaskCollapse(
+                epoch=int(row["epoch"]),
+                last_epoch_on_budget=int(before["epoch"]),
+                rate_before=before[key],
+                rate_after=row[key],
+                accuracy_before=before["test_class_avg_accuracy"],
+                accuracy_after=row["test_class_avg_accuracy"],
+                temperature=before.get("temperature", math.nan),
+                lr=before.get("lr", math.nan),
+            )
+    return None

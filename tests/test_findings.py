@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from tcmplib.findings import FINDINGS, VERDICTS, check_findings
+from tcmplib.findings import FINDINGS, VERDICTS, MaskCollapse, check_findings, mask_collapse
 from tcmplib.tables import paper_table1_right
 
 
@@ -105,3 +105,42 @@ def test_a_table_of_the_wrong_layout_is_refused(paper: pd.DataFrame) -> None:
         check_findings(paper.reset_index(), paper)
     with pytest.raises(ValueError, match="paper: expected a column '% A-C'"):
         check_findings(paper, paper.drop(columns=["% A-C"]))
+
+
+def _row(epoch: int, rate: float, accuracy: float) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "hard_rate": rate,
+        "test_class_avg_accuracy": accuracy,
+        "temperature": 1e-4 / epoch,
+        "lr": 0.01,
+    }
+
+
+def test_mask_collapse_finds_the_first_epoch_off_budget() -> None:
+    history = [
+        _row(50, 0.90, 0.5),  # not yet on budget: not a collapse
+        _row(100, 0.987, 0.6),  # within 0.5 points of 99%
+        _row(150, 0.989, 0.65),
+        {"epoch": 175, "hard_rate": 0.5},  # not evaluated: ignored
+        _row(200, 0.02, 0.2),
+        _row(250, 0.99, 0.3),
+    ]
+    found = mask_collapse(history, 0.99)
+    assert found == MaskCollapse(
+        epoch=200,
+        last_epoch_on_budget=150,
+        rate_before=0.989,
+        rate_after=0.02,
+        accuracy_before=0.65,
+        accuracy_after=0.2,
+        temperature=1e-4 / 150,
+        lr=0.01,
+    )
+
+
+def test_no_collapse_when_the_budget_holds_or_is_never_met() -> None:
+    assert mask_collapse([_row(50, 0.8, 0.5), _row(100, 0.985, 0.6)], 0.99) is None
+    assert mask_collapse([_row(50, 0.99, 0.5), _row(100, 0.991, 0.6)], 0.99) is None
+    assert mask_collapse([], 0.99) is None
+    assert mask_collapse([_row(50, 0.99, 0.5), _row(100, 0.90, 0.6)], 0.99, tolerance=0.1) is None

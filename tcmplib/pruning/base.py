@@ -70,6 +70,24 @@ class PruneReport:
         data["topologically_consistent"] = self.topologically_consistent
         return data
 
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], history: list[dict[str, float]] | None = None
+    ) -> PruneReport:
+        """The report of :meth:`to_dict` back (e.g. a sweep result's ``report``).
+
+        ``history`` replaces the one in ``data``: a result file stores the evaluated epochs
+        next to the report rather than inside it.
+        """
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data and name != "history"]
+        if missing:
+            raise ValueError(f"report: expected the keys {missing}")
+        values = {name: data[name] for name in names if name in data}
+        if history is not None:
+            values["history"] = history
+        return cls(**values)
+
 
 @dataclass
 class PruneResult:
