@@ -407,19 +407,22 @@ def _paper_tc(value: str) -> str:
     return marks[value]
 
 
+def _paper_csv(name: str, columns: tuple[str, ...], dtype: dict[str, str]) -> pd.DataFrame:
+    """A published table shipped in ``tcmplib/paper/``, its columns checked."""
+    source = resources.files("tcmplib") / "paper" / name
+    with source.open("r", encoding="utf-8") as handle:
+        table = pd.read_csv(handle, dtype=dtype, keep_default_na=False)
+    if tuple(table.columns) != columns:
+        raise ValueError(f"{name}: expected columns {list(columns)}, got {list(table.columns)}")
+    return table
+
+
 def paper_table1_right() -> pd.DataFrame:
     """The paper's published Table 1 (right), in the layout of :func:`table1_right`.
 
     ``± std`` and ``seeds`` are empty: the paper reports one number per cell.
     """
-    source = resources.files("tcmplib") / "paper" / "table1_right.csv"
-    with source.open("r", encoding="utf-8") as handle:
-        raw = pd.read_csv(handle, dtype={"method": "object", "tc": "object"}, keep_default_na=False)
-    if tuple(raw.columns) != _PAPER_CSV_COLUMNS:
-        raise ValueError(
-            f"table1_right.csv: expected columns {list(_PAPER_CSV_COLUMNS)}, "
-            f"got {list(raw.columns)}"
-        )
+    raw = _paper_csv("table1_right.csv", _PAPER_CSV_COLUMNS, {"method": "object", "tc": "object"})
     index = pd.MultiIndex.from_arrays(
         [raw["target_rate"].astype("float64"), raw["method"].astype("object")],
         names=list(INDEX_NAMES),
@@ -446,13 +449,8 @@ def paper_table1_left() -> pd.DataFrame:
     Columns: ``method``, ``ref`` (the paper's citation number), ``color``, ``depth`` and
     ``pose`` (the input modalities, booleans) and ``accuracy_percent``, as printed.
     """
-    source = resources.files("tcmplib") / "paper" / "table1_left.csv"
-    with source.open("r", encoding="utf-8") as handle:
-        table = pd.read_csv(handle, dtype={"ref": "object"}, keep_default_na=False)
-    expected = ["method", "ref", "color", "depth", "pose", "accuracy_percent"]
-    if list(table.columns) != expected:
-        raise ValueError(f"table1_left.csv: expected columns {expected}, got {list(table.columns)}")
-    return table
+    columns = ("method", "ref", "color", "depth", "pose", "accuracy_percent")
+    return _paper_csv("table1_left.csv", columns, {"ref": "object"})
 
 
 def _check_table(table: pd.DataFrame, name: str) -> None:
