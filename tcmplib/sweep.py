@@ -16,8 +16,9 @@ where it stopped) and executes the rest one after another or on a Dask cluster
 (:func:`sweep`, ``tcmp sweep``). Tables are read back from the results folder by
 :mod:`tcmplib.tables`.
 
-The hash covers the run's config, the profile's full training schedule and the result
-format, not the device: a run on a GPU and one on a CPU answer the same question (the
+The hash covers the run's config, the profile's full training schedule, the result format and
+the method's revision (:attr:`tcmplib.pruning.base.PruningMethod.revision`, once bumped), not
+the device: a run on a GPU and one on a CPU answer the same question (the
 provenance says where each ran).
 """
 
@@ -122,10 +123,25 @@ class RunConfig:
         schedule.pop("device")
         return schedule
 
+    def method_revision(self) -> int:
+        """The pruning method's :attr:`~tcmplib.pruning.base.PruningMethod.revision` (1 for
+        the baseline)."""
+        from tcmplib.pruning import METHODS
+
+        return 1 if self.method == "baseline" else METHODS[self.method].revision
+
     @property
     def hash(self) -> str:
-        """12 hex digits identifying the run: config, training schedule and result format."""
-        key = {"format": RESULT_FORMAT, "config": asdict(self), "train": self.train_schedule()}
+        """12 hex digits identifying the run: config, training schedule, result format and,
+        from its revision 2 on, the method's revision."""
+        key: dict[str, Any] = {
+            "format": RESULT_FORMAT,
+            "config": asdict(self),
+            "train": self.train_schedule(),
+        }
+        revision = self.method_revision()
+        if revision > 1:  # revision 1 hashes without the field: see PruningMethod.revision
+            key["revision"] = revision
         text = json.dumps(key, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

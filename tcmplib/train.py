@@ -17,7 +17,9 @@ which the loss still decreases. :func:`adapt_lr` is the rule, the cap included.
 
 How one epoch runs, top to bottom (see :func:`train`):
 
-1. ``hook.on_epoch_start`` (a pruning method may anneal a temperature here);
+1. ``hook.on_epoch_start`` (a pruning method may anneal a temperature here), and the rate is
+   lowered to ``hook.lr_ceiling`` if it is above it (a pruning method whose masks switch
+   within a band of weight magnitudes keeps Adam's steps narrower than that band);
 2. for each batch (one batch by default): cross entropy + ``hook.extra_loss``, one Adam step;
 3. a history row: total loss, cross entropy, learning rate, training accuracy, the hook's
    logs, and every ``eval_every`` epochs the test metrics;
@@ -178,6 +180,13 @@ class TrainHook(Protocol):
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         """Called before each epoch, e.g. to anneal a temperature."""
 
+    def lr_ceiling(self, epoch: int, epochs: int) -> float:
+        """The largest learning rate this epoch may use (``math.inf``: no bound).
+
+        Must follow from the epoch number alone, so a resumed run matches an uninterrupted one.
+        """
+        ...
+
     def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
         """A scalar added to the cross entropy at every step, and values to log for the epoch.
 
@@ -194,6 +203,9 @@ class NoOpHook:
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         return None
+
+    def lr_ceiling(self, epoch: int, epochs: int) -> float:
+        return math.inf
 
     def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
         device = next(model.parameters()).device
@@ -489,9 +501,12 @@ def train(
             disable=not progress,
         )
         for epoch in bar:
+            hook.on_epoch_start(model, epoch, config.epochs)
+            # The ceiling also bounds the adaptive rule's state, so the rule climbs back from
+            # the rate actually used.
+            state.lr = min(state.lr, hook.lr_ceiling(epoch, config.epochs))
             for group in optimizer.param_groups:
                 group["lr"] = state.lr
-            hook.on_epoch_start(model, epoch, config.epochs)
             model.train()
 
             # One epoch: one full-batch step by default (the paper), or seeded minibatches.

@@ -99,6 +99,10 @@ class PruningMethod(ABC):
     """A pruning method; subclasses set ``name`` and implement :meth:`run`."""
 
     name: ClassVar[str]
+    #: Bumped whenever a change of the method changes its results. Part of a sweep run's hash
+    #: from revision 2 on (revision 1 is hashed without it, so the results of methods never
+    #: revised keep their file names), so a revised method never reuses stale results.
+    revision: ClassVar[int] = 1
 
     @abstractmethod
     def run(

@@ -18,6 +18,7 @@ from tcmplib.model import PRUNABLE
 
 __all__ = [
     "psi",
+    "band_lr_ceiling",
     "RelaxedMagnitudeMask",
     "FixedMask",
     "attach",
@@ -38,6 +39,24 @@ def psi(w: torch.Tensor, temperature: float) -> torch.Tensor:
     if temperature <= 0:
         raise ValueError(f"psi: temperature must be > 0, got {temperature}")
     return 2.0 * torch.sigmoid(w.square() / temperature) - 1.0
+
+
+def band_lr_ceiling(temperature: float, band_steps: float) -> float:
+    """Largest learning rate that keeps ``band_steps`` Adam steps inside the switching band.
+
+    ``psi(w) < 1/2`` exactly when ``|w| < sqrt(T ln 3)``. Adam moves every weight by up to
+    about the learning rate per step whatever the size of its gradient, so a pruned weight
+    (held near 0 by the budget, nudged by a tiny but steady cross-entropy gradient) crosses
+    the band in one step once the rate exceeds its half-width, and with ``psi`` then near 1
+    the budget term can no longer pull it back. Capping the rate at
+    ``sqrt(T ln 3) / band_steps`` makes a crossing take at least ``band_steps`` steps, during
+    which the budget term acts.
+    """
+    if temperature <= 0:
+        raise ValueError(f"band_lr_ceiling: temperature must be > 0, got {temperature}")
+    if not band_steps > 0:
+        raise ValueError(f"band_lr_ceiling: band_steps must be > 0, got {band_steps}")
+    return math.sqrt(temperature * math.log(3.0)) / band_steps
 
 
 class RelaxedMagnitudeMask(nn.Module):

@@ -30,6 +30,16 @@ where ``N`` is the number of weights of the network. Choices the paper leaves op
   switched back on (measured on the synthetic data at 95%, book profile: the soft rate fell
   from 84.5% to 75.3% over the last 14 epochs, and the crisp class-average accuracy was
   23.0% against 24.0% with the default).
+* **Step ceiling (revision 2).** Adam moves every weight by up to about the learning rate per
+  step whatever its gradient, and the adaptive rule of :mod:`tcmplib.train` drives the rate
+  up to its cap (1e-2) on long schedules. Once one step is wider than the band
+  ``|w| < sqrt(T ln 3)`` in which ``psi < 1/2``, a pruned weight with a small but steady
+  cross-entropy gradient jumps out of the band in one step, lands where ``psi`` is saturated
+  and the budget term has no gradient left to pull it back. We therefore cap the learning
+  rate at ``sqrt(T ln 3) / band_steps`` (default 2 steps across the band,
+  :func:`~tcmplib.pruning.masks.band_lr_ceiling`); as ``T`` is annealed the cap falls with
+  it. Revision 1 had no cap: at paper scale on FPHA, TCMP at 99% (same mechanism, smaller
+  ``T``) held its budget for 2,000 epochs and then lost it within 50 (chapter 8).
 * **Final crisp network.** However short the training, the rate must be met exactly: at the
   end the relaxed weights ``W * psi(W)`` are baked in and the global top-``c`` by magnitude
   are kept with a :class:`~tcmplib.pruning.masks.FixedMask` (``|w psi(w)|`` is increasing in
@@ -72,6 +82,7 @@ from tcmplib.pruning.masks import (
     FixedMask,
     RelaxedMagnitudeMask,
     attach,
+    band_lr_ceiling,
     detach,
     keep_count,
     topk_masks,
@@ -106,9 +117,11 @@ class MPOptions:
     budget_weight: float = 10.0  # lambda, the paper's value (applied to the normalised gap)
     t0_scale: float = 1.0  # T0 = t0_scale * q^2, q = initial magnitude of the c-th largest weight
     t_end_ratio: float = 0.1  # T_end = T0 * t_end_ratio, reached at the last epoch
+    band_steps: float = 2.0  # learning rate <= sqrt(T ln 3) / band_steps (revision 2)
 
     def __post_init__(self) -> None:
         _check_positive("MPOptions", "budget_weight", self.budget_weight)
+        _check_positive("MPOptions", "band_steps", self.band_steps)
         _check_positive("MPOptions", "t0_scale", self.t0_scale)
         _check_positive("MPOptions", "t_end_ratio", self.t_end_ratio)
         if self.t_end_ratio > 1:
@@ -172,6 +185,7 @@ class _RelaxedMPHook(NoOpHook):
         t0: float,
         t_end: float,
         budget_weight: float,
+        band_steps: float,
     ) -> None:
         self.masks = masks
         self.keep = keep
@@ -179,11 +193,16 @@ class _RelaxedMPHook(NoOpHook):
         self.t0 = t0
         self.t_end = t_end
         self.budget_weight = budget_weight
+        self.band_steps = band_steps
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         temperature = linear_temperature(epoch, epochs, self.t0, self.t_end)
         for mask in self.masks.values():
             mask.temperature = temperature
+
+    def lr_ceiling(self, epoch: int, epochs: int) -> float:
+        temperature = linear_temperature(epoch, epochs, self.t0, self.t_end)
+        return band_lr_ceiling(temperature, self.band_steps)
 
     def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
         assert isinstance(model, AttentionGCN)
@@ -223,6 +242,7 @@ class RelaxedMP(PruningMethod):
     """Relaxed magnitude pruning trained on Eq. 1 (the paper's MP); see the module doc."""
 
     name = "mp"
+    revision = 2  # 2: learning rate capped by the switching band (see the module doc)
 
     def run(
         self,
@@ -248,7 +268,9 @@ class RelaxedMP(PruningMethod):
         t0 = opts.t0_scale * q * q
         masks = {name: RelaxedMagnitudeMask(t0) for name in PRUNABLE}
         attach(gcn, masks)
-        hook = _RelaxedMPHook(masks, keep, total, t0, t0 * opts.t_end_ratio, opts.budget_weight)
+        hook = _RelaxedMPHook(
+            masks, keep, total, t0, t0 * opts.t_end_ratio, opts.budget_weight, opts.band_steps
+        )
         result = train(gcn, data, train_config, hook=hook, progress=progress)
         report = make_report(
             self.name,
