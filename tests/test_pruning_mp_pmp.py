@@ -13,7 +13,7 @@ from tcmplib.pruning import METHODS, prune
 from tcmplib.pruning.mp import linear_temperature, project_top_k
 from tcmplib.pruning.pmp import Prior, band_stop, geometric_steepness
 from tcmplib.topology import analyze, masks_from_model
-from tcmplib.train import build_model
+from tcmplib.train import TrainConfig, build_model
 
 TINY = GCNConfig(nodes=4, d_in=6, heads=2, qk_dim=3, channels=8, classes=5)
 OURS = ("mp", "mp-oneshot", "pmp")
@@ -68,6 +68,21 @@ def test_relaxed_mp_logs_its_schedule_and_budget() -> None:
         assert {"soft_kept", "soft_rate", "hard_rate", "budget"} <= set(row)
         gap = (row["soft_kept"] - round(0.1 * TINY.num_weights())) / TINY.num_weights()
         assert row["budget"] == pytest.approx(10.0 * gap**2, rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["mp", "tcmp"])
+def test_relaxed_methods_keep_the_learning_rate_inside_the_band(method: str) -> None:
+    # lr 1 would let every step cross the band |w| < sqrt(T ln 3) (|w| < 1 at init here).
+    config = TrainConfig(epochs=6, eval_every=6, lr=1.0, lr_max=10.0)
+    gcn = build_model(TINY)
+    assert max(float(w.detach().abs().max()) for w in gcn.prunable().values()) < 1.0
+    report = METHODS[method]().run(gcn, TINY_DATA, 0.9, train_config=config, progress=False).report
+    bounded = 0
+    for row in report.history:
+        band = math.sqrt(row["temperature"] * math.log(3.0))
+        assert row["lr"] <= band / report.options["band_steps"] * (1 + 1e-12)
+        bounded += row["lr"] < 1.0
+    assert bounded == len(report.history)  # the ceiling acted at every epoch here
 
 
 def test_linear_temperature_ends_where_it_should() -> None:

@@ -98,3 +98,17 @@ def test_keep_count_matches_the_papers_parameter_column() -> None:
         98_381,
         19_676,
     ]
+
+
+def test_band_lr_ceiling_is_half_the_band_for_two_steps() -> None:
+    from tcmplib.pruning.masks import band_lr_ceiling
+
+    # psi(w) = 1/2 at w^2 = T ln 3: with T = 4 / ln 3 the band is |w| < 2.
+    temperature = 4.0 / math.log(3.0)
+    assert psi(torch.tensor([2.0]), temperature).item() == pytest.approx(0.5)
+    assert band_lr_ceiling(temperature, 2.0) == pytest.approx(1.0)
+    assert band_lr_ceiling(temperature, 4.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        band_lr_ceiling(0.0, 2.0)
+    with pytest.raises(ValueError, match="band_steps must be > 0"):
+        band_lr_ceiling(1.0, 0.0)

@@ -63,6 +63,31 @@ def test_hash_is_stable_and_tells_runs_apart() -> None:
     assert a.name == f"tcmp_rate0.9500_seed0_{a.hash}"
 
 
+def test_method_revision_enters_the_hash_from_revision_2_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tcmplib.pruning import METHODS
+
+    # Revision 1 hashes without the field: the committed results of the book profile, run
+    # before revisions existed, keep their names (these hashes are the committed files').
+    committed = {
+        "baseline": ("baseline", 0.0, "ffe654d57929"),
+        "greedy-tc": ("greedy-tc", 0.99, "6e8396773a7f"),
+        "pmp": ("pmp", 0.99, "5a4f7e9da1a7"),
+    }
+    for method, rate, digest in committed.values():
+        config = RunConfig(method=method, rate=rate, profile="book")
+        assert config.method_revision() == 1
+        assert config.hash == digest
+    mp = RunConfig(method="mp", rate=0.99, profile="book")
+    revised = mp.hash
+    assert mp.method_revision() == METHODS["mp"].revision >= 2
+    monkeypatch.setattr(METHODS["mp"], "revision", 1)
+    assert mp.hash == "f1d6c9d4d2c0"  # the revision-1 file this revision supersedes
+    monkeypatch.setattr(METHODS["mp"], "revision", 3)
+    assert len({revised, "f1d6c9d4d2c0", mp.hash}) == 3
+
+
 def test_table1_grid_is_the_papers_plus_pmp() -> None:
     runs = expand_grid("table1", seeds=2, profile="smoke")
     assert len(GRIDS["table1"]) == 17 and len(runs) == 34

@@ -256,6 +256,28 @@ def test_hook_extra_loss_and_logs_reach_the_history_and_the_lr_rule() -> None:
     assert "test_accuracy" not in result.history[0]
 
 
+class Ceiling(NoOpHook):
+    """Caps the learning rate at 1.2e-3 from epoch 4 on, 1e-3 / 2 from epoch 7 on."""
+
+    def lr_ceiling(self, epoch: int, epochs: int) -> float:
+        return math.inf if epoch < 4 else 1.2e-3 if epoch < 7 else 5e-4
+
+
+def test_lr_ceiling_bounds_the_rate_and_the_rule_climbs_back_from_it() -> None:
+    cfg = TrainConfig(epochs=9, eval_every=9, lr=1e-3, lr_max=1e-2)
+    result = train(build_model(TINY, 0), stand_in(), cfg, hook=Ceiling(), progress=False)
+    rates = [row["lr"] for row in result.history]
+    free = train(build_model(TINY, 0), stand_in(), cfg, progress=False).history
+    # Epochs 1-3 are those of plain training (the loss falls: 1e-3, 1e-3, 1e-3 / 0.99).
+    assert rates[:3] == [row["lr"] for row in free[:3]]
+    assert rates[1] == pytest.approx(1e-3) and rates[2] == pytest.approx(1e-3 / 0.99)
+    assert all(rate <= 1.2e-3 for rate in rates[3:6])
+    assert all(rate <= 5e-4 for rate in rates[6:])
+    # The rule's state is capped too: after epoch 7 (rate 5e-4) a falling loss can only
+    # move the rate by one factor per epoch from the rate used, here it is held at the cap.
+    assert rates[6] == pytest.approx(5e-4) and rates[8] == pytest.approx(5e-4)
+
+
 # --- configuration, profiles, CLI ----------------------------------------------------------
 
 

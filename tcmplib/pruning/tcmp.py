@@ -53,8 +53,8 @@ Choices the paper leaves open, or that we changed (ours)
 * **Surrogate width.** ``tau = 0.5`` (``TCMPOptions.ste_tau``) for both steps: the
   surrogate gradient is 0.5 at the threshold and 0.39 half a unit away, so weights just
   below or above ``psi = 1/2`` and units with zero or one kept edge all receive gradient.
-* **Temperature.** Linear, as in relaxed MP, from ``T0`` to ``T0 / 10`` at the last epoch
-  (relaxed MP goes down to ``T0 / 100``). With ``T0 / 100`` we measured, on the paper's
+* **Temperature.** Linear, as in relaxed MP, from ``T0`` to ``T0 / 10`` at the last epoch.
+  With ``T0 / 100`` we measured, on the paper's
   GCN at 95% and the book profile, a learned mask that tracked the budget to about 1% for
   145 of the 150 epochs and then exploded to nearly dense: the pruned weights sit just
   below the threshold ``sqrt(T ln 3)``, and in the last epochs a linear schedule to
