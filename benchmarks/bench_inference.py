@@ -11,10 +11,17 @@ subfolder holding a ``compact.json`` is one network; the dense reference is the
 self-contained demo: an untrained paper-size network with N(0, 1) weights, magnitude-pruned
 at 50/75/95/99% and compacted. Inputs are N(0, 1) too; latency does not depend on values.
 
+With ``--structures DIR`` (a ``<results>/networks`` folder: the structure of every run's
+compact network, which a sweep commits), each network is a *twin*: a compact network with
+exactly the recorded tensors and gathers and N(0, 1) values, which takes the same time to
+run as the trained one; its kept weights and file size are the recorded ones. This is how
+the networks of runs made on other machines, or in other sessions, are timed together: the
+weights are not kept (nor committed, when the data may not be shared), the structures are.
+
 Usage::
 
-    python benchmarks/bench_inference.py [--models DIR] [--batches 1 575] [--repeats 20]
-        [--threads N] [--json OUT]
+    python benchmarks/bench_inference.py [--models DIR | --structures DIR] [--batches 1 575]
+        [--repeats 20] [--threads N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from tcmplib.compact import (
     TENSORS_NAME,
     CompactFormatError,
     CompactGCN,
+    CompactStructure,
     LatencyStats,
     compact_model,
     load_compact,
+    load_structure,
     measure_latency,
     save_compact,
 )
@@ -148,6 +157,46 @@ def folder_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
     return [fresh, *networks]
 
 
+def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
+    """Twins of the networks whose structures a sweep committed (``<results>/networks``)."""
+    if not folder.is_dir():
+        fail(f"--structures {folder}: expected a folder of structure files (.json)")
+    found = sorted(folder.glob("*.json"))
+    if not found:
+        fail(f"--structures {folder}: no structure file (.json) in it")
+    loaded: list[tuple[str, CompactStructure]] = []
+    for path in found:
+        try:
+            loaded.append((path.stem, load_structure(path)))
+        except CompactFormatError as error:
+            fail(str(error))
+    config = loaded[0][1].config
+    for name, structure in loaded:
+        if structure.config != config:
+            fail(
+                f"--structures {folder}: {name} has config {structure.config}, "
+                f"expected {config} like {loaded[0][0]}"
+            )
+    networks = [
+        Network(
+            name,
+            structure.twin(seed),
+            structure.nonzero_weights,
+            structure.stored_values,
+            structure.file_bytes,
+            dense=name.startswith("baseline_"),
+        )
+        for name, structure in loaded
+    ]
+    baselines = [network for network in networks if network.dense]
+    if baselines:
+        rest = [network for network in networks if network is not baselines[0]]
+        return [baselines[0], *(replace(network, dense=False) for network in rest)]
+    torch.manual_seed(seed)
+    fresh = dense_network("dense (fresh, untrained)", AttentionGCN(config), scratch)
+    return [fresh, *networks]
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -200,7 +249,13 @@ def format_table(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) ->
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, help="a runs/models/<results name> folder")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--models", type=Path, help="a runs/models/<results name> folder")
+    source.add_argument(
+        "--structures",
+        type=Path,
+        help="a <results>/networks folder: time twins of the committed structures",
+    )
     parser.add_argument(
         "--batches", type=int, nargs="+", default=[1, FPHA_TEST_SIZE], help="batch sizes"
     )
@@ -216,10 +271,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--threads: expected >= 1")
 
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:
-        if args.models is None:
-            networks = demo_networks(args.seed, Path(scratch))
-        else:
+        if args.models is not None:
             networks = folder_networks(args.models, args.seed, Path(scratch))
+        elif args.structures is not None:
+            networks = structure_networks(args.structures, args.seed, Path(scratch))
+        else:
+            networks = demo_networks(args.seed, Path(scratch))
     config = networks[0].model.config
     threads = args.threads if args.threads is not None else torch.get_num_threads()
     host = machine(threads)
@@ -255,16 +312,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         )
 
-    if args.models is None:
+    kind = "saved networks" if args.models else "structure twins" if args.structures else "demo"
+    if kind == "demo":
         print(
-            "demo (no --models): an untrained AttentionGCN "
+            "demo (no --models or --structures): an untrained AttentionGCN "
             f"({config.num_weights():,} weights, N(0, 1), seed {args.seed}), "
             "magnitude-pruned at "
             + "/".join(f"{rate:.0%}".rstrip("%") for rate in DEMO_RATES)
             + "% and compacted; latencies only, no accuracy"
         )
-    else:
+    elif kind == "saved networks":
         print(f"networks of {args.models}; speed-up against {networks[0].name}")
+    else:
+        print(
+            f"twins of the structures in {args.structures} (the recorded tensors and gathers, "
+            f"N(0, 1) values); speed-up against {networks[0].name}"
+        )
     print(
         f"{host['cpu']} ({host['logical_cpus']} logical CPUs), torch {host['torch']}, "
         f"{threads} threads, 1-min load average {host['load_average_1min']:.1f} before timing; "
@@ -282,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.json is not None:
         document = {
-            "source": "demo" if args.models is None else str(args.models),
+            "source": str(args.models or args.structures or "demo"),
+            "kind": kind,
             "machine": host,
             "repeats": args.repeats,
             "warmup": args.warmup,

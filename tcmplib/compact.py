@@ -23,6 +23,9 @@ Files: ``compact.safetensors`` (the four tensors) and ``compact.json`` (format n
 version, the original :class:`~tcmplib.model.GCNConfig`, the kept indices per axis, the
 tensor shapes). No pickle anywhere; :func:`load_compact` checks the JSON and the tensors
 against each other and names the file and the expectation on any mismatch.
+:func:`save_structure` writes a network's structure alone (kept indices and sizes, no
+weight), which a sweep commits for every run; :meth:`CompactStructure.twin` rebuilds a
+network of that structure for timing once the weights are gone.
 
 :func:`measure_latency` times forward passes, to see what compaction buys at inference.
 """
@@ -59,6 +62,10 @@ __all__ = [
     "compact_model",
     "save_compact",
     "load_compact",
+    "CompactStructure",
+    "structure_of",
+    "save_structure",
+    "load_structure",
     "max_logit_difference",
     "summarize_compaction",
     "LatencyStats",
@@ -69,6 +76,7 @@ FORMAT_NAME = "tcmplib-compact-gcn"
 FORMAT_VERSION = 1
 JSON_NAME = "compact.json"
 TENSORS_NAME = "compact.safetensors"
+STRUCTURE_FORMAT_NAME = "tcmplib-compact-structure"
 
 
 class CompactFormatError(ValueError):
@@ -306,15 +314,23 @@ def _index_list(value: Any, size: int, where: str, path: Path) -> tuple[int, ...
     return tuple(value)
 
 
-def _read_description(path: Path) -> tuple[GCNConfig, KeptIndices, dict[str, Any]]:
+def _read_json(path: Path, what: str) -> Any:
     try:
-        description = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise CompactFormatError(
-            f"{path}: expected a compact-model description, no such file"
-        ) from None
+        raise CompactFormatError(f"{path}: expected {what}, no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CompactFormatError(f"{path}: expected valid JSON ({error})") from None
+
+
+def _read_description(path: Path) -> tuple[GCNConfig, KeptIndices, dict[str, Any]]:
+    return _parse_description(_read_json(path, "a compact-model description"), path)
+
+
+def _parse_description(
+    description: Any, path: Path
+) -> tuple[GCNConfig, KeptIndices, dict[str, Any]]:
+    """Check a description (the content of ``compact.json``); ``path`` names it in errors."""
     if not isinstance(description, dict):
         raise CompactFormatError(f"{path}: expected a JSON object at the top level")
     if description.get("format") != FORMAT_NAME:
@@ -373,14 +389,6 @@ def _read_description(path: Path) -> tuple[GCNConfig, KeptIndices, dict[str, Any
                 "expected to belong to a kept head and a kept channel"
             )
     kept = KeptIndices(qk_columns=qk_columns, **indices)
-    return config, kept, description
-
-
-def load_compact(directory: str | Path) -> CompactGCN:
-    """Read a model written by :func:`save_compact`, checking description and tensors."""
-    directory = Path(directory)
-    json_path, tensors_path = directory / JSON_NAME, directory / TENSORS_NAME
-    config, kept, description = _read_description(json_path)
     expected = _expected_shapes(config, kept)
     declared = {
         name: tuple(shape)
@@ -389,9 +397,18 @@ def load_compact(directory: str | Path) -> CompactGCN:
     }
     if declared != expected:
         raise CompactFormatError(
-            f"{json_path}: tensors: expected shapes {expected} from the kept indices, "
+            f"{path}: tensors: expected shapes {expected} from the kept indices, "
             f"got {description['tensors']}"
         )
+    return config, kept, description
+
+
+def load_compact(directory: str | Path) -> CompactGCN:
+    """Read a model written by :func:`save_compact`, checking description and tensors."""
+    directory = Path(directory)
+    json_path, tensors_path = directory / JSON_NAME, directory / TENSORS_NAME
+    config, kept, _ = _read_description(json_path)
+    expected = _expected_shapes(config, kept)
     try:
         tensors = load_file(str(tensors_path))
     except FileNotFoundError:
@@ -404,6 +421,154 @@ def load_compact(directory: str | Path) -> CompactGCN:
     if found != expected:
         raise CompactFormatError(f"{tensors_path}: expected tensors {expected}, got {found}")
     return CompactGCN(config, kept, tensors)
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def _runs(indices: tuple[int, ...]) -> list[int | list[int]]:
+    """Sorted indices with each run of three or more as a half-open ``[start, stop]`` pair:
+    ``(0, 1, 2, 5, 7, 8)`` -> ``[[0, 3], 5, 7, 8]``. Dense layers at low rates keep long
+    runs, sparse ones at 99% scattered indices; both stay short (never longer than the
+    plain list, since a pair is written only where it saves characters)."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1])
+    encoded: list[int | list[int]] = []
+    for start, stop in runs:
+        encoded += [[start, stop]] if stop - start >= 3 else list(range(start, stop))
+    return encoded
+
+
+def _from_runs(value: Any, where: str, path: Path) -> list[int]:
+    def is_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    def is_run(x: Any) -> bool:
+        return isinstance(x, list) and len(x) == 2 and all(map(is_int, x)) and x[0] < x[1]
+
+    if not isinstance(value, list) or not all(is_int(x) or is_run(x) for x in value):
+        raise CompactFormatError(
+            f"{path}: {where}: expected a list of indices and [start, stop] runs (start < stop)"
+        )
+    return [i for x in value for i in ([x] if is_int(x) else range(x[0], x[1]))]
+
+
+@dataclass(frozen=True)
+class CompactStructure:
+    """A compact network without its weights: what survived compaction, and its sizes.
+
+    A sweep writes one per run next to the result (:func:`save_structure`). It holds no
+    weight, only unit indices and counts, so it can be committed where the weights may not
+    (networks trained on FPHA), and it outlives the saved networks: the inference benchmark
+    times a :meth:`twin` built from it, a network with the same tensors and gathers filled
+    with random values, which costs the same to run, since CPU time does not depend on the
+    values.
+    """
+
+    config: GCNConfig
+    kept: KeptIndices
+    #: Nonzero values of the compact tensors: the weights the network computes with.
+    nonzero_weights: int
+    #: Bytes of the network's ``compact.safetensors``.
+    file_bytes: int
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return _expected_shapes(self.config, self.kept)
+
+    @property
+    def stored_values(self) -> int:
+        """Values the compact tensors store (zeros and Q/K padding included)."""
+        return sum(math.prod(shape) for shape in self.shapes.values())
+
+    def twin(self, seed: int = 0) -> CompactGCN:
+        """A :class:`CompactGCN` of this structure with N(0, 1) weights drawn from ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        tensors = {
+            name: torch.randn(shape, generator=generator) for name, shape in self.shapes.items()
+        }
+        return CompactGCN(self.config, self.kept, tensors)
+
+
+def structure_of(compact: CompactGCN) -> CompactStructure:
+    """The structure of a compact network; ``file_bytes`` is what :func:`save_compact` writes."""
+    return CompactStructure(
+        config=compact.config,
+        kept=compact.kept,
+        nonzero_weights=compact.num_nonzero(),
+        file_bytes=len(save(_tensors(compact))),
+    )
+
+
+def save_structure(structure: CompactStructure, path: str | Path) -> Path:
+    """Write ``structure`` as one JSON file, atomically. Index lists are stored as runs."""
+    from tcmplib.train import atomic_write  # train imports nothing of this module
+
+    kept = structure.kept
+    document = {
+        "format": STRUCTURE_FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": asdict(structure.config),
+        "kept_runs": {
+            "value_inputs": _runs(kept.value_inputs),
+            "channels": _runs(kept.channels),
+            "heads": _runs(kept.heads),
+            "fc_inputs": _runs(kept.fc_inputs),
+        },
+        "qk_columns": [list(columns) for columns in kept.qk_columns],
+        "tensors": {name: list(shape) for name, shape in structure.shapes.items()},
+        "nonzero_weights": structure.nonzero_weights,
+        "stored_values": structure.stored_values,
+        "file_bytes": structure.file_bytes,
+    }
+    text = json.dumps(document, separators=(",", ":")) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def load_structure(path: str | Path) -> CompactStructure:
+    """Read a file of :func:`save_structure`, checked as strictly as :func:`load_compact`."""
+    path = Path(path)
+    document = _read_json(path, "a compact-network structure")
+    if not isinstance(document, dict):
+        raise CompactFormatError(f"{path}: expected a JSON object at the top level")
+    if document.get("format") != STRUCTURE_FORMAT_NAME:
+        raise CompactFormatError(
+            f'{path}: expected "format": "{STRUCTURE_FORMAT_NAME}", got {document.get("format")!r}'
+        )
+    runs = document.get("kept_runs")
+    if not isinstance(runs, dict):
+        raise CompactFormatError(f"{path}: expected an object under 'kept_runs'")
+    kept = {axis: _from_runs(value, f"kept_runs.{axis}", path) for axis, value in runs.items()}
+    description = {
+        "format": FORMAT_NAME,
+        "format_version": document.get("format_version"),
+        "config": document.get("config"),
+        "kept": {**kept, "qk_columns": document.get("qk_columns")},
+        "tensors": document.get("tensors"),
+    }
+    config, indices, _ = _parse_description(description, path)
+    counts = {}
+    for key in ("nonzero_weights", "stored_values", "file_bytes"):
+        value = document.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CompactFormatError(f"{path}: {key}: expected an integer >= 0, got {value!r}")
+        counts[key] = value
+    structure = CompactStructure(config, indices, counts["nonzero_weights"], counts["file_bytes"])
+    if counts["stored_values"] != structure.stored_values:
+        raise CompactFormatError(
+            f"{path}: stored_values: expected {structure.stored_values} from the tensor shapes, "
+            f"got {counts['stored_values']}"
+        )
+    if structure.nonzero_weights > structure.stored_values:
+        raise CompactFormatError(
+            f"{path}: nonzero_weights: expected at most the {structure.stored_values} stored "
+            f"values, got {structure.nonzero_weights}"
+        )
+    return structure
 
 
 # --------------------------------------------------------------------------- summary

@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "RESULT_FORMAT",
+    "STRUCTURES_FOLDER",
     "RUN_NOTEBOOK",
     "GRIDS",
     "EXECUTORS",
@@ -47,6 +48,7 @@ __all__ = [
     "SweepSummary",
     "expand_grid",
     "result_path",
+    "structure_path",
     "find_result",
     "run_config",
     "git_state",
@@ -60,6 +62,9 @@ __all__ = [
 
 #: Version of the result-file layout; part of every config hash.
 RESULT_FORMAT = 1
+
+#: Subfolder of a results folder with each run's compact-network structure (no weights).
+STRUCTURES_FOLDER = "networks"
 
 #: The parametrized notebook that executes one run (shipped with the package).
 RUN_NOTEBOOK = Path(str(files("tcmplib").joinpath("notebooks/run.ipynb")))
@@ -226,6 +231,12 @@ def result_path(results_dir: str | os.PathLike[str], config: RunConfig) -> Path:
     return Path(results_dir) / f"{config.name}.json"
 
 
+def structure_path(results_dir: str | os.PathLike[str], config: RunConfig) -> Path:
+    """Where a run's compact-network structure goes (:func:`tcmplib.compact.save_structure`):
+    ``<results>/networks/<run name>.json``, committed with the result."""
+    return Path(results_dir) / STRUCTURES_FOLDER / f"{config.name}.json"
+
+
 def find_result(results_dir: str | os.PathLike[str], config: RunConfig) -> Path | None:
     """The result file of ``config`` in ``results_dir`` if a complete one is there."""
     path = result_path(results_dir, config)
@@ -314,7 +325,10 @@ def run_config(
     With ``models_dir``, the trained network is also saved there in compact form
     (:func:`tcmplib.compact.save_compact`, folder ``<models_dir>/<run name>``): the tiny
     networks of the last chapter. Models stay out of the results folder on purpose: weights
-    trained on FPHA are derived from data that may not be redistributed.
+    trained on FPHA are derived from data that may not be redistributed. What the results
+    folder does get, always, is the network's structure (kept unit indices and sizes, no
+    weight; :func:`structure_path`), from which the inference benchmark rebuilds a network of
+    the same shapes to time after the weights are gone.
     """
     import torch  # noqa: F401  (fail early here rather than deep in a method)
 
@@ -365,11 +379,14 @@ def run_config(
         )
         report = pruned.report.to_dict()
         history = report.pop("history")
-    if models_dir:
-        from tcmplib.compact import compact_model, save_compact
+    from tcmplib.compact import compact_model, save_compact, save_structure, structure_of
 
-        pruned_model = model if config.method == "baseline" else pruned.model
-        save_compact(compact_model(pruned_model.cpu()), Path(models_dir) / config.name)  # type: ignore[arg-type]
+    final_model = model if config.method == "baseline" else pruned.model
+    compact = compact_model(final_model.cpu())  # type: ignore[arg-type]
+    if models_dir:
+        save_compact(compact, Path(models_dir) / config.name)
+    # Before the result: a result file on disk always has its structure beside it.
+    save_structure(structure_of(compact), structure_path(results_dir, config))
     record = {
         "format": RESULT_FORMAT,
         "config": asdict(config),

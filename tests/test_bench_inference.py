@@ -145,3 +145,41 @@ def test_folder_without_networks_exits_2(
         load_script().main(["--models", str(tmp_path)])
     assert raised.value.code == 2
     assert "compact network" in capsys.readouterr().err
+
+
+def test_structures_folder_times_twins_with_the_recorded_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tcmplib.compact import load_compact, save_structure, structure_of
+
+    models, structures = tmp_path / "models", tmp_path / "networks"
+    names = ["baseline_rate0.0000_seed0_000000000000", "tcmp_rate0.7500_seed0_0123456789ab"]
+    for name, rate in zip(names, (0.0, 0.75), strict=True):
+        save_toy(models / name, rate)
+        save_structure(structure_of(load_compact(models / name)), structures / f"{name}.json")
+    from_models, from_structures = tmp_path / "a.json", tmp_path / "b.json"
+    load_script().main(["--models", str(models), "--repeats", "1", "--json", str(from_models)])
+    load_script().main(
+        ["--structures", str(structures), "--repeats", "1", "--json", str(from_structures)]
+    )
+    assert "twins of the structures" in capsys.readouterr().out
+    saved, twins = (json.loads(path.read_text()) for path in (from_models, from_structures))
+    assert (saved["kind"], twins["kind"]) == ("saved networks", "structure twins")
+    sizes = ("name", "dense", "kept_weights", "stored_values", "file_bytes")
+    assert [[row[k] for k in sizes] for row in twins["rows"]] == [
+        [row[k] for k in sizes] for row in saved["rows"]
+    ], "a twin has the sizes of the network it stands for"
+
+
+def test_structures_folder_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        load_script().main(["--structures", str(tmp_path)])
+    assert raised.value.code == 2
+    assert "no structure file" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(SystemExit) as raised:
+        load_script().main(["--structures", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert raised.value.code == 2 and "run.json" in error and error.count("\n") == 1

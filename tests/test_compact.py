@@ -15,8 +15,11 @@ from tcmplib.compact import (
     CompactFormatError,
     compact_model,
     load_compact,
+    load_structure,
     masked_copy,
     save_compact,
+    save_structure,
+    structure_of,
     summarize_compaction,
 )
 from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
@@ -278,3 +281,83 @@ def test_nothing_pruned_takes_the_gather_free_path_and_agrees() -> None:
     x = inputs(MID, batch=6)
     with torch.no_grad():
         assert torch.allclose(compact(x), model(x), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def test_index_runs_on_a_hand_worked_list() -> None:
+    from tcmplib.compact import _from_runs, _runs
+
+    assert _runs((0, 1, 2, 5, 7, 8)) == [[0, 3], 5, 7, 8]
+    assert _runs(()) == []
+    assert _from_runs([[0, 3], 5, [7, 9]], "x", Path("f")) == [0, 1, 2, 5, 7, 8]
+
+
+def test_structure_round_trip_and_twin(saved: tuple[Path, AttentionGCN], tmp_path: Path) -> None:
+    directory, masked = saved
+    compact = load_compact(directory)
+    structure = structure_of(compact)
+    # The recorded sizes are those of the saved network, measured independently.
+    assert structure.file_bytes == (directory / "compact.safetensors").stat().st_size
+    assert structure.nonzero_weights == compact.num_nonzero() < compact.num_parameters()
+    assert structure.stored_values == compact.num_parameters()
+    path = save_structure(structure, tmp_path / "networks" / "run.json")
+    assert load_structure(path) == structure
+    assert not list(path.parent.glob("*.tmp"))
+    twin = structure.twin(seed=3)
+    assert {n: tuple(p.shape) for n, p in twin.named_parameters()} == {
+        n: tuple(p.shape) for n, p in compact.named_parameters()
+    }
+    assert torch.equal(twin.fc_rows, compact.fc_rows)
+    assert torch.equal(twin.value_inputs, compact.value_inputs)
+    assert not torch.equal(twin.fc, compact.fc), "a twin carries none of the weights"
+    assert twin(inputs(MID)).shape == (5, MID.classes)
+    assert torch.equal(structure.twin(seed=3).fc, twin.fc), "twins are seeded"
+
+
+def test_structure_holds_no_weight(saved: tuple[Path, AttentionGCN], tmp_path: Path) -> None:
+    directory, _ = saved
+    compact = load_compact(directory)
+    path = save_structure(structure_of(compact), tmp_path / "s.json")
+    text = path.read_text()
+    assert "." not in text.replace("tcmplib-compact-structure", ""), "no float anywhere"
+    runs = json.loads(text)["kept_runs"]
+    plain = {axis: list(getattr(compact.kept, axis)) for axis in runs}
+    assert len(json.dumps(runs, separators=(",", ":"))) < len(
+        json.dumps(plain, separators=(",", ":"))
+    ), "runs cost less than the plain lists (all 8 heads are one run here)"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "other"}, 'expected "format": "tcmplib-compact-structure"'),
+        (
+            {"kept_runs.channels": [[3, 1]]},
+            r"kept_runs.channels: expected a list of indices and \[start",
+        ),
+        ({"kept_runs.heads": [[0, 99]]}, r"kept.heads: expected strictly increasing indices"),
+        ({"tensors.fc": [1, 1]}, "tensors: expected shapes"),
+        ({"nonzero_weights": -1}, "nonzero_weights: expected an integer >= 0"),
+        ({"nonzero_weights": 10**9}, "nonzero_weights: expected at most"),
+        ({"stored_values": 7}, "stored_values: expected"),
+        ({"file_bytes": "big"}, "file_bytes: expected an integer"),
+    ],
+)
+def test_bad_structure_gives_one_clear_line(
+    saved: tuple[Path, AttentionGCN], tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    directory, _ = saved
+    path = save_structure(structure_of(load_compact(directory)), tmp_path / "s.json")
+    document = json.loads(path.read_text())
+    for dotted, value in change.items():
+        target = document
+        *parents, last = dotted.split(".")
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    path.write_text(json.dumps(document))
+    with pytest.raises(CompactFormatError, match=message) as error:
+        load_structure(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)

@@ -8,7 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tcmplib import cli
+from tcmplib import cli, tables
+from tcmplib.compact import load_structure, structure_of
 from tcmplib.sweep import (
     GRIDS,
     RUN_NOTEBOOK,
@@ -19,6 +20,7 @@ from tcmplib.sweep import (
     provenance,
     result_path,
     run_config,
+    structure_path,
     sweep,
 )
 
@@ -323,6 +325,24 @@ def test_run_config_saves_the_compact_network(tmp_path: Path) -> None:
     assert record["report"]["kept_weights"] <= stored <= record["report"]["total_weights"]
     assert len(compact.kept.channels) <= compact.config.channels
     assert not list((tmp_path / "results").glob("*.safetensors")), "models stay out of results"
+    # The structure, committed with the result, describes the same network.
+    structure = load_structure(structure_path(tmp_path / "results", config))
+    assert structure == structure_of(compact)
+
+
+def test_run_config_writes_the_structure_without_saving_the_model(tmp_path: Path) -> None:
+    config = RunConfig(method="mp-oneshot", rate=0.99, profile="smoke")
+    record = run_config(config, tmp_path / "results", device="cpu")
+    path = structure_path(tmp_path / "results", config)
+    assert path == tmp_path / "results" / "networks" / f"{config.name}.json"
+    structure = load_structure(path)
+    # Compaction drops dangling weights: at most the kept ones remain, all of them A-C.
+    report = record["report"]
+    assert structure.nonzero_weights <= report["kept_weights"]
+    assert structure.nonzero_weights == pytest.approx(
+        report["kept_weights"] * report["percent_ac"] / 100, abs=1
+    )
+    assert tables.load_results(tmp_path / "results")["method"].tolist() == ["mp-oneshot"]
 
 
 def test_project_root_is_found_from_a_chapter_folder(tmp_path: Path) -> None:
