@@ -23,7 +23,13 @@ from tcmplib.tables import load_results, method_label, method_rank
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["INFERENCE_COLUMNS", "load_inference", "machine_summary", "plot_latency"]
+__all__ = [
+    "INFERENCE_COLUMNS",
+    "benchmark_kind",
+    "load_inference",
+    "machine_summary",
+    "plot_latency",
+]
 
 #: Columns of :func:`load_inference` before the per-batch latency columns.
 INFERENCE_COLUMNS: tuple[str, ...] = (
@@ -128,11 +134,28 @@ def load_inference(
     return frame.drop(columns=["_dense", "_rank"]).reset_index(drop=True)
 
 
+def benchmark_kind(document: dict[str, Any]) -> str:
+    """What a benchmark file timed: ``"saved networks"`` (``--models``), ``"structure
+    twins"`` (``--structures``) or ``"demo"``. Files written before the field existed were
+    made with ``--models`` or in demo mode, which their ``source`` tells apart."""
+    kind = document.get("kind")
+    if kind is None:
+        return "demo" if document.get("source") == "demo" else "saved networks"
+    return str(kind)
+
+
 def machine_summary(path: str | os.PathLike[str]) -> str:
-    """One line on where the benchmark ran: CPU, threads, torch, load, repeats."""
+    """One line on what was timed and where: networks, CPU, threads, torch, load, repeats."""
     document = _read(Path(path))
     host = document.get("machine", {})
+    timed = {
+        "saved networks": "the saved networks of",
+        "structure twins": "twins (recorded structure, random values) of the networks in",
+        "demo": "the demo networks",
+    }.get(benchmark_kind(document), "networks of")
+    source = "" if benchmark_kind(document) == "demo" else f" {document.get('source', '?')}"
     return (
+        f"timed {timed}{source} on "
         f"{host.get('cpu', 'unknown CPU')} ({host.get('logical_cpus', '?')} logical CPUs), "
         f"torch {host.get('torch', '?')}, {host.get('threads', '?')} threads, "
         f"1-min load average {host.get('load_average_1min', '?')} before timing; "

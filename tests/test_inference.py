@@ -10,7 +10,13 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from tcmplib.inference import INFERENCE_COLUMNS, load_inference, machine_summary, plot_latency
+from tcmplib.inference import (
+    INFERENCE_COLUMNS,
+    benchmark_kind,
+    load_inference,
+    machine_summary,
+    plot_latency,
+)
 
 matplotlib.use("Agg")
 
@@ -133,10 +139,34 @@ def test_bad_documents_name_the_file(tmp_path: Path) -> None:
 
 def test_machine_summary_and_plot(bench: tuple[Path, Path]) -> None:
     path, results = bench
-    assert machine_summary(path).startswith("Test CPU (2 logical CPUs), torch 2.x, 1 threads")
+    assert machine_summary(path).startswith(
+        "timed the saved networks of runs/models/x on Test CPU (2 logical CPUs), torch 2.x, "
+        "1 threads"
+    ), "a file without 'kind' was written with --models"
     fig = plot_latency(load_inference(path, results))
     assert len(fig.axes) == 2
     assert [ax.get_title() for ax in fig.axes] == [
         "forward pass, batch 1",
         "forward pass, batch 575",
     ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind", "start"),
+    [
+        ({"source": "demo"}, "demo", "timed the demo networks on Test CPU"),
+        (
+            {"source": "results/x/networks", "kind": "structure twins"},
+            "structure twins",
+            "timed twins (recorded structure, random values) of the networks in results/x/networks",
+        ),
+    ],
+)
+def test_summary_says_what_was_timed(
+    tmp_path: Path, fields: dict[str, str], kind: str, start: str
+) -> None:
+    document = {**_document([_row("baseline_s0", 1000, 2.0, 40.0, dense=True)]), **fields}
+    path = tmp_path / "inference.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    assert benchmark_kind(document) == kind
+    assert machine_summary(path).startswith(start)
