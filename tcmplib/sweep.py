@@ -382,6 +382,7 @@ def run_config(
     from tcmplib.compact import compact_model, save_compact, save_structure, structure_of
 
     final_model = model if config.method == "baseline" else pruned.model
+    final_topology = analyze(masks_from_model(final_model))  # type: ignore[arg-type]
     compact = compact_model(final_model.cpu())  # type: ignore[arg-type]
     if models_dir:
         save_compact(compact, Path(models_dir) / config.name)
@@ -394,6 +395,12 @@ def run_config(
         "train_config": config.train_schedule(),
         "report": report,
         "history": _evaluated_rows(history),
+        # Where the kept weights sit and which of them are A-C, tensor by tensor: the % A-C
+        # column of Table 1, broken down.
+        "tensors": [
+            {key: row[key] for key in ("tensor", "weights", "kept", "effective")}
+            for row in final_topology.tensor_rows()
+        ],
         "provenance": provenance(report["device"], time.perf_counter() - start, source),
     }
     text = json.dumps(record, indent=1) + "\n"

@@ -343,6 +343,14 @@ def test_run_config_writes_the_structure_without_saving_the_model(tmp_path: Path
         report["kept_weights"] * report["percent_ac"] / 100, abs=1
     )
     assert tables.load_results(tmp_path / "results")["method"].tolist() == ["mp-oneshot"]
+    # The per-tensor breakdown adds up to the report's totals.
+    rows = record["tensors"]
+    assert [row["tensor"] for row in rows] == ["wq", "wk", "wv", "fc"]
+    assert sum(row["weights"] for row in rows) == report["total_weights"]
+    assert sum(row["kept"] for row in rows) == report["kept_weights"]
+    effective = sum(row["effective"] for row in rows)
+    assert effective == structure.nonzero_weights
+    assert 100 * effective / report["kept_weights"] == pytest.approx(report["percent_ac"])
 
 
 def test_project_root_is_found_from_a_chapter_folder(tmp_path: Path) -> None:
