@@ -20,15 +20,49 @@ one run cannot tell a real difference from run-to-run noise.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from tcmplib.tables import INDEX_NAMES, paper_table1_right
+from tcmplib.tables import INDEX_NAMES, load_results, method_label, paper_table1_right
 
-__all__ = ["VERDICTS", "FINDINGS", "Finding", "MaskCollapse", "check_findings", "mask_collapse"]
+__all__ = [
+    "VERDICTS",
+    "FINDINGS",
+    "Finding",
+    "MaskCollapse",
+    "check_findings",
+    "mask_collapse",
+    "AC_BY_TENSOR_COLUMNS",
+    "ONESHOT_MP_COLUMNS",
+    "ac_by_tensor",
+    "oneshot_mp_ac",
+]
+
+#: Columns of :func:`ac_by_tensor` and :func:`oneshot_mp_ac`.
+AC_BY_TENSOR_COLUMNS: tuple[str, ...] = (
+    "method",
+    "rate (%)",
+    "seed",
+    "tensor",
+    "weights",
+    "kept",
+    "A-C",
+    "% A-C",
+)
+ONESHOT_MP_COLUMNS: tuple[str, ...] = (
+    "rate (%)",
+    "seed",
+    "dense epochs",
+    "one-shot MP % A-C (ours)",
+    "MP % A-C (paper)",
+)
 
 VERDICTS: tuple[str, ...] = (
     "holds",
@@ -322,3 +356,73 @@ def mask_collapse(
                 lr=before.get("lr", math.nan),
             )
     return None
+
+
+def _records(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The record of every result file of a folder, in name order (read through
+    :func:`tcmplib.tables.load_results`, which checks each file and names a bad one)."""
+    folder = Path(results_dir)
+    files = load_results(folder)["file"]
+    return [json.loads((folder / name).read_text(encoding="utf-8")) for name in sorted(files)]
+
+
+def ac_by_tensor(
+    results_dir: str | os.PathLike[str], methods: Sequence[str] = ("mp",)
+) -> pd.DataFrame:
+    """Where the kept weights of ``methods``' runs sit, and which are A-C, tensor by tensor.
+
+    One row per (run, tensor) from the ``tensors`` breakdown that result files carry (runs
+    made before it was recorded have none and give no rows): method, rate (%), seed, tensor,
+    its size, kept weights, A-C weights and the tensor's own % A-C.
+    """
+    rows = []
+    for record in _records(results_dir):
+        config = record["config"]
+        if config["method"] not in methods:
+            continue
+        for entry in record.get("tensors", []):
+            kept, effective = int(entry["kept"]), int(entry["effective"])
+            rows.append(
+                {
+                    "method": method_label(config["method"]),
+                    "rate (%)": 100.0 * float(config["rate"]),
+                    "seed": int(config["seed"]),
+                    "tensor": str(entry["tensor"]),
+                    "weights": int(entry["weights"]),
+                    "kept": kept,
+                    "A-C": effective,
+                    "% A-C": 100.0 * effective / kept if kept else math.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=AC_BY_TENSOR_COLUMNS)
+
+
+def oneshot_mp_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """% A-C of plain one-shot MP on trained dense weights, next to the paper's MP column.
+
+    Greedy TC trains the dense network first and, before its own selection, measures the
+    % A-C that the global top-k of ``|W|`` (MP without any retraining) would have on exactly
+    those weights (``details["mp_percent_ac"]``). This is MP's connectivity on our network
+    with nothing learned about the mask: one row per greedy TC run, with the paper's MP
+    value at the same rate.
+    """
+    paper = paper_table1_right()
+    rows = []
+    for record in _records(results_dir):
+        config, details = record["config"], record["report"].get("details", {})
+        if config["method"] != "greedy-tc" or "mp_percent_ac" not in details:
+            continue
+        rate = float(config["rate"])
+        key = (rate, "mp")
+        rows.append(
+            {
+                "rate (%)": 100.0 * rate,
+                "seed": int(config["seed"]),
+                "dense epochs": int(details.get("dense_epochs", 0)),
+                "one-shot MP % A-C (ours)": float(details["mp_percent_ac"]),
+                "MP % A-C (paper)": float(paper.loc[key, "% A-C"])
+                if key in paper.index
+                else math.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=ONESHOT_MP_COLUMNS)

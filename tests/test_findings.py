@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from tcmplib.findings import FINDINGS, VERDICTS, MaskCollapse, check_findings, mask_collapse
+from tcmplib.findings import (
+    AC_BY_TENSOR_COLUMNS,
+    FINDINGS,
+    ONESHOT_MP_COLUMNS,
+    VERDICTS,
+    MaskCollapse,
+    ac_by_tensor,
+    check_findings,
+    mask_collapse,
+    oneshot_mp_ac,
+)
 from tcmplib.tables import paper_table1_right
 
 
@@ -144,3 +157,65 @@ def test_no_collapse_when_the_budget_holds_or_is_never_met() -> None:
     assert mask_collapse([_row(50, 0.99, 0.5), _row(100, 0.991, 0.6)], 0.99) is None
     assert mask_collapse([], 0.99) is None
     assert mask_collapse([_row(50, 0.99, 0.5), _row(100, 0.90, 0.6)], 0.99, tolerance=0.1) is None
+
+
+# --------------------------------------------------------------------------- result readers
+
+
+def _write_result(folder: Path, method: str, rate: float, **extra: Any) -> None:
+    report = {
+        "achieved_rate": rate,
+        "kept_weights": 10,
+        "total_weights": 100,
+        "percent_ac": 80.0,
+        "class_avg_accuracy": 0.5,
+        "accuracy": 0.5,
+        "wall_time_s": 1.0,
+        "device": "cpu",
+        "details": extra.pop("details", {}),
+    }
+    config = {"dataset": "fpha", "method": method, "rate": rate, "seed": 0, "profile": "paper"}
+    record = {
+        "format": 1,
+        "config": config,
+        "config_hash": "h",
+        "report": report,
+        "provenance": {"git_commit": "abc"},
+        **extra,
+    }
+    (folder / f"{method}_{rate}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_ac_by_tensor_reads_the_breakdown_of_the_chosen_methods(tmp_path: Path) -> None:
+    tensors = [
+        {"tensor": "wv", "weights": 40, "kept": 6, "effective": 6},
+        {"tensor": "fc", "weights": 60, "kept": 4, "effective": 2},
+        {"tensor": "wq", "weights": 8, "kept": 0, "effective": 0},
+    ]
+    _write_result(tmp_path, "mp", 0.9, tensors=tensors)
+    _write_result(tmp_path, "tcmp", 0.9, tensors=tensors)
+    _write_result(tmp_path, "mp", 0.5)  # made before the breakdown existed: no rows
+    frame = ac_by_tensor(tmp_path)
+    assert tuple(frame.columns) == AC_BY_TENSOR_COLUMNS
+    assert frame["tensor"].tolist() == ["wv", "fc", "wq"]
+    assert frame["method"].unique().tolist() == ["MP"]
+    assert frame["% A-C"].tolist()[:2] == [100.0, 50.0]
+    assert math.isnan(frame["% A-C"].iloc[2]), "nothing kept: no share"
+    assert len(ac_by_tensor(tmp_path, methods=("mp", "tcmp"))) == 6
+
+
+def test_oneshot_mp_ac_sits_next_to_the_papers_mp(tmp_path: Path) -> None:
+    _write_result(tmp_path, "greedy-tc", 0.99, details={"mp_percent_ac": 97.5, "dense_epochs": 5})
+    _write_result(tmp_path, "greedy-tc", 0.5, details={})  # no measurement: no row
+    _write_result(tmp_path, "mp", 0.99, details={"mp_percent_ac": 1.0})  # not greedy TC
+    frame = oneshot_mp_ac(tmp_path)
+    assert tuple(frame.columns) == ONESHOT_MP_COLUMNS
+    assert frame.to_dict("records") == [
+        {
+            "rate (%)": 99.0,
+            "seed": 0,
+            "dense epochs": 5,
+            "one-shot MP % A-C (ours)": 97.5,
+            "MP % A-C (paper)": 21.2,
+        }
+    ]
