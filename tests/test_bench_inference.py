@@ -183,3 +183,22 @@ def test_structures_folder_errors_exit_2(
         load_script().main(["--structures", str(tmp_path)])
     error = capsys.readouterr().err
     assert raised.value.code == 2 and "run.json" in error and error.count("\n") == 1
+
+
+def test_twins_script_times_each_saved_network_against_its_twin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_twins", SCRIPT.with_name("bench_twins.py"))
+    assert spec is not None and spec.loader is not None
+    twins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twins)
+    save_toy(tmp_path / "mp_rate0.5000_seed0_0123456789ab", 0.5)
+    save_toy(tmp_path / "mp_rate0.9000_seed0_0123456789ab", 0.9)
+    twins.main(["--models", str(tmp_path), "--repeats", "1", "--rounds", "1", "--batches", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["network", "b=2"]
+    assert [line.split()[0] for line in lines[1:]] == sorted(p.name for p in tmp_path.iterdir())
+    assert all(float(line.split()[-1]) > 0 for line in lines[1:]), "a ratio per network"
+    with pytest.raises(SystemExit) as raised:
+        twins.main(["--models", str(tmp_path / "nowhere")])
+    assert raised.value.code == 2 and "expected a folder" in capsys.readouterr().err
