@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INFERENCE_COLUMNS",
+    "STRUCTURE_COLUMNS",
     "benchmark_kind",
     "load_inference",
+    "load_structures",
     "machine_summary",
     "plot_latency",
 ]
@@ -78,6 +80,42 @@ def _read(path: Path) -> dict[str, Any]:
     return document
 
 
+def _runs_by_name(results_dir: str | os.PathLike[str] | None) -> dict[str, pd.Series]:
+    """A results folder's runs by result-file stem (the name networks are saved under)."""
+    if results_dir is None:
+        return {}
+    runs = load_results(results_dir)
+    return {Path(str(f)).stem: row for f, row in runs.set_index("file").iterrows()}
+
+
+def _run_columns(run: pd.Series | None) -> dict[str, Any]:
+    """The run columns of a network's row (empty without a run), and its sort rank."""
+    if run is None:
+        return {key: None for key in ("method", "rate (%)", "seed", "accuracy (%)", "% A-C")} | {
+            "_rank": (99, "")
+        }
+    return {
+        "method": method_label(str(run["method"])),
+        "rate (%)": 100.0 * float(run["target_rate"]),
+        "seed": int(run["seed"]),
+        "accuracy (%)": round(float(run["class_avg_accuracy"]), 2),
+        "% A-C": round(float(run["percent_ac"]), 2),
+        "_rank": method_rank(str(run["method"])),
+    }
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Dense reference first (if marked), then the paper's row order; runless ones last."""
+    return (
+        not row.get("_dense", False),
+        row["rate (%)"] is None,
+        row["rate (%)"] or 0.0,
+        row["_rank"],
+        -1 if row["seed"] is None else row["seed"],
+        row["network"],
+    )
+
+
 def load_inference(
     path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None
 ) -> pd.DataFrame:
@@ -91,25 +129,16 @@ def load_inference(
     """
     source = Path(path)
     document = _read(source)
-    runs = load_results(results_dir) if results_dir is not None else None
-    by_name: dict[str, pd.Series] = {}
-    if runs is not None:
-        by_name = {Path(str(f)).stem: row for f, row in runs.set_index("file").iterrows()}
+    by_name = _runs_by_name(results_dir)
     rows = []
     for entry in document["rows"]:
-        run = by_name.get(entry["name"])
         row: dict[str, Any] = {
             "network": entry["name"],
-            "method": method_label(str(run["method"])) if run is not None else None,
-            "rate (%)": 100.0 * float(run["target_rate"]) if run is not None else None,
-            "seed": int(run["seed"]) if run is not None else None,
-            "accuracy (%)": round(float(run["class_avg_accuracy"]), 2) if run is not None else None,
-            "% A-C": round(float(run["percent_ac"]), 2) if run is not None else None,
+            **_run_columns(by_name.get(entry["name"])),
             "kept weights": int(entry["kept_weights"]),
             "stored values": int(entry["stored_values"]),
             "file KiB": round(int(entry["file_bytes"]) / 1024, 1),
             "_dense": bool(entry["dense"]),
-            "_rank": method_rank(str(run["method"])) if run is not None else (99, ""),
         }
         for stats in entry["latency"]:
             batch = int(stats["batch"])
@@ -117,17 +146,7 @@ def load_inference(
             row[f"b={batch} IQR ms"] = round(float(stats["p75_ms"]) - float(stats["p25_ms"]), 3)
             row[f"b={batch} speed-up"] = round(float(stats["speedup"]), 2)
         rows.append(row)
-    # Dense reference first; networks without a run last, by name.
-    rows.sort(
-        key=lambda r: (
-            not r["_dense"],
-            r["rate (%)"] is None,
-            r["rate (%)"] or 0.0,
-            r["_rank"],
-            -1 if r["seed"] is None else r["seed"],
-            r["network"],
-        )
-    )
+    rows.sort(key=_sort_key)
     frame = pd.DataFrame(rows)
     for column in ("seed", "kept weights", "stored values"):
         frame[column] = frame[column].astype("Int64")
@@ -188,3 +207,62 @@ def plot_latency(frame: pd.DataFrame) -> Figure:
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+#: Columns of :func:`load_structures`.
+STRUCTURE_COLUMNS: tuple[str, ...] = (
+    "network",
+    "method",
+    "rate (%)",
+    "seed",
+    "accuracy (%)",
+    "% A-C",
+    "kept weights",
+    "stored values",
+    "file KiB",
+    "inputs",
+    "channels",
+    "heads",
+    "dense-layer inputs",
+)
+
+
+def load_structures(
+    networks_dir: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
+    """One row per committed network structure (``<results>/networks/*.json``), paper order.
+
+    The sizes of every network a sweep trained, whether or not its weights still exist:
+    nonzero (kept) weights, stored values, file size, and the units that survived compaction
+    per axis (value-path inputs, convolution channels, heads, dense-layer inputs). With
+    ``results_dir``, each is joined to its run's result like :func:`load_inference` does.
+    A bad file raises a ValueError naming it.
+    """
+    from tcmplib.compact import CompactFormatError, load_structure
+
+    folder = Path(networks_dir)
+    by_name = _runs_by_name(results_dir)
+    rows = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            structure = load_structure(path)
+        except CompactFormatError as error:
+            raise ValueError(str(error)) from None
+        kept = structure.kept
+        rows.append(
+            {
+                "network": path.stem,
+                **_run_columns(by_name.get(path.stem)),
+                "kept weights": structure.nonzero_weights,
+                "stored values": structure.stored_values,
+                "file KiB": round(structure.file_bytes / 1024, 1),
+                "inputs": len(kept.value_inputs),
+                "channels": len(kept.channels),
+                "heads": len(kept.heads),
+                "dense-layer inputs": len(kept.fc_inputs),
+            }
+        )
+    rows.sort(key=_sort_key)
+    frame = pd.DataFrame(rows, columns=[*STRUCTURE_COLUMNS, "_rank"])
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame.drop(columns=["_rank"]).reset_index(drop=True)

@@ -9,11 +9,14 @@ from typing import Any
 import matplotlib
 import pandas as pd
 import pytest
+import torch
 
 from tcmplib.inference import (
     INFERENCE_COLUMNS,
+    STRUCTURE_COLUMNS,
     benchmark_kind,
     load_inference,
+    load_structures,
     machine_summary,
     plot_latency,
 )
@@ -170,3 +173,37 @@ def test_summary_says_what_was_timed(
     path.write_text(json.dumps(document), encoding="utf-8")
     assert benchmark_kind(document) == kind
     assert machine_summary(path).startswith(start)
+
+
+def test_structures_give_the_sizes_of_every_network_with_its_run(
+    bench: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tcmplib.compact import compact_model, save_structure, structure_of
+    from tcmplib.model import AttentionGCN, GCNConfig
+    from tcmplib.topology import magnitude_masks
+
+    _, results = bench
+    toy = GCNConfig(nodes=3, d_in=4, heads=2, qk_dim=2, channels=3, classes=2)
+    torch.manual_seed(1)
+    model = AttentionGCN(toy)
+    with torch.no_grad():  # one scale for all tensors, so that pruning keeps some of each
+        for weight in model.prunable().values():
+            weight.normal_()
+    networks = tmp_path / "networks"
+    for name, rate in (("tcmp_s0", 0.75), ("baseline_s0", 0.0), ("unmatched", 0.5)):
+        masks = magnitude_masks(model, rate)
+        assert isinstance(masks, dict)
+        save_structure(structure_of(compact_model(model, masks)), networks / f"{name}.json")
+    frame = load_structures(networks, results)
+    assert tuple(frame.columns) == STRUCTURE_COLUMNS
+    assert list(frame["network"]) == ["baseline_s0", "tcmp_s0", "unmatched"], "paper order"
+    dense = frame.iloc[0]
+    assert dense["kept weights"] == dense["stored values"] == toy.num_weights()
+    assert (dense["channels"], dense["heads"], dense["dense-layer inputs"]) == (3, 2, toy.fc_in)
+    assert frame.iloc[1]["method"] == "TCMP (our)" and frame.iloc[1]["accuracy (%)"] == 75.0
+    assert 0 < frame.iloc[1]["kept weights"] < frame.iloc[1]["stored values"]
+    assert pd.isna(frame.iloc[2]["method"]), "a network without a result keeps its sizes"
+    assert load_structures(tmp_path / "none").empty, "no folder yet: no rows"
+    (networks / "bad.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.json"):
+        load_structures(networks)
