@@ -43,7 +43,6 @@ from tcmplib.compact import (
     TENSORS_NAME,
     CompactFormatError,
     CompactGCN,
-    CompactStructure,
     LatencyStats,
     compact_model,
     load_compact,
@@ -124,6 +123,27 @@ def demo_networks(seed: int, scratch: Path) -> list[Network]:
     return networks
 
 
+def with_reference(
+    option: str, folder: Path, networks: list[Network], seed: int, scratch: Path
+) -> list[Network]:
+    """The networks of one folder, the dense reference first: the first ``baseline_*``
+    network when there is one, else a freshly built dense network. All must share a config."""
+    config = networks[0].model.config
+    for network in networks:
+        if network.model.config != config:
+            fail(
+                f"{option} {folder}: {network.name} has config {network.model.config}, "
+                f"expected {config} like {networks[0].name}"
+            )
+    baselines = [i for i, network in enumerate(networks) if network.name.startswith("baseline_")]
+    if baselines:
+        reference = networks.pop(baselines[0])
+        return [replace(reference, dense=True), *networks]
+    torch.manual_seed(seed)
+    fresh = dense_network("dense (fresh, untrained)", AttentionGCN(config), scratch)
+    return [fresh, *networks]
+
+
 def folder_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
     if not folder.exists():
         fail(f"--models {folder}: no such folder")
@@ -132,29 +152,15 @@ def folder_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
     found = sorted(d for d in folder.iterdir() if (d / JSON_NAME).is_file())
     if not found:
         fail(f"--models {folder}: no subfolder holds a compact network ({JSON_NAME})")
-    loaded: list[tuple[Path, CompactGCN]] = []
+    networks = []
     for directory in found:
         try:
-            loaded.append((directory, load_compact(directory)))
+            compact = load_compact(directory)
         except CompactFormatError as error:
             fail(str(error))
-    config = loaded[0][1].config
-    for directory, compact in loaded:
-        if compact.config != config:
-            fail(
-                f"--models {folder}: {directory.name} has config {compact.config}, "
-                f"expected {config} like {loaded[0][0].name}"
-            )
-    baselines = [i for i, (d, _) in enumerate(loaded) if d.name.startswith("baseline_")]
-    networks = [
-        describe(d.name, c, (d / TENSORS_NAME).stat().st_size, dense=False) for d, c in loaded
-    ]
-    if baselines:
-        reference = networks.pop(baselines[0])
-        return [replace(reference, dense=True), *networks]
-    torch.manual_seed(seed)
-    fresh = dense_network("dense (fresh, untrained)", AttentionGCN(config), scratch)
-    return [fresh, *networks]
+        size = (directory / TENSORS_NAME).stat().st_size
+        networks.append(describe(directory.name, compact, size, dense=False))
+    return with_reference("--models", folder, networks, seed, scratch)
 
 
 def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
@@ -164,37 +170,22 @@ def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
     found = sorted(folder.glob("*.json"))
     if not found:
         fail(f"--structures {folder}: no structure file (.json) in it")
-    loaded: list[tuple[str, CompactStructure]] = []
+    networks = []
     for path in found:
         try:
-            loaded.append((path.stem, load_structure(path)))
+            structure = load_structure(path)
         except CompactFormatError as error:
             fail(str(error))
-    config = loaded[0][1].config
-    for name, structure in loaded:
-        if structure.config != config:
-            fail(
-                f"--structures {folder}: {name} has config {structure.config}, "
-                f"expected {config} like {loaded[0][0]}"
+        networks.append(
+            Network(
+                path.stem,
+                structure.twin(seed),
+                structure.nonzero_weights,
+                structure.stored_values,
+                structure.file_bytes,
             )
-    networks = [
-        Network(
-            name,
-            structure.twin(seed),
-            structure.nonzero_weights,
-            structure.stored_values,
-            structure.file_bytes,
-            dense=name.startswith("baseline_"),
         )
-        for name, structure in loaded
-    ]
-    baselines = [network for network in networks if network.dense]
-    if baselines:
-        rest = [network for network in networks if network is not baselines[0]]
-        return [baselines[0], *(replace(network, dense=False) for network in rest)]
-    torch.manual_seed(seed)
-    fresh = dense_network("dense (fresh, untrained)", AttentionGCN(config), scratch)
-    return [fresh, *networks]
+    return with_reference("--structures", folder, networks, seed, scratch)
 
 
 def cpu_model() -> str:

@@ -209,17 +209,10 @@ def plot_latency(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-#: Columns of :func:`load_structures`.
+#: Columns of :func:`load_structures`: the sizes of :data:`INFERENCE_COLUMNS`, then the
+#: units that survived compaction, per axis.
 STRUCTURE_COLUMNS: tuple[str, ...] = (
-    "network",
-    "method",
-    "rate (%)",
-    "seed",
-    "accuracy (%)",
-    "% A-C",
-    "kept weights",
-    "stored values",
-    "file KiB",
+    *INFERENCE_COLUMNS,
     "inputs",
     "channels",
     "heads",

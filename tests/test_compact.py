@@ -200,8 +200,8 @@ def test_summary_reports_smaller_files_and_equal_logits(saved: tuple[Path, Atten
     )
 
 
-def edit_json(directory: Path, change: dict[str, object]) -> None:
-    path = directory / "compact.json"
+def edit_json(path: Path, change: dict[str, object]) -> None:
+    """Set dotted keys of a JSON file (``kept.heads``: ``document["kept"]["heads"]``)."""
     description = json.loads(path.read_text())
     for dotted, value in change.items():
         target = description
@@ -228,7 +228,7 @@ def test_bad_description_gives_one_clear_line(
     saved: tuple[Path, AttentionGCN], change: dict[str, object], message: str
 ) -> None:
     directory, _ = saved
-    edit_json(directory, change)
+    edit_json(directory / "compact.json", change)
     with pytest.raises(CompactFormatError, match=message) as error:
         load_compact(directory)
     text = str(error.value)
@@ -350,14 +350,7 @@ def test_bad_structure_gives_one_clear_line(
 ) -> None:
     directory, _ = saved
     path = save_structure(structure_of(load_compact(directory)), tmp_path / "s.json")
-    document = json.loads(path.read_text())
-    for dotted, value in change.items():
-        target = document
-        *parents, last = dotted.split(".")
-        for key in parents:
-            target = target[key]
-        target[last] = value
-    path.write_text(json.dumps(document))
+    edit_json(path, change)
     with pytest.raises(CompactFormatError, match=message) as error:
         load_structure(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
