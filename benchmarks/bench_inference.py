@@ -15,7 +15,7 @@ With ``--structures DIR`` (a ``<results>/networks`` folder: the structure of eve
 compact network, which a sweep commits), each network is a *twin*: a compact network with
 exactly the recorded tensors and gathers and N(0, 1) values, which takes the same time to
 run as the trained one; its kept weights and file size are the recorded ones. This is how
-the networks of runs made on other machines, or in other sessions, are timed together: the
+the networks of runs made on other machines, or on other days, are timed together: the
 weights are not kept (nor committed, when the data may not be shared), the structures are.
 
 Usage::
