@@ -51,6 +51,7 @@ from tcmplib.compact import (
     save_compact,
 )
 from tcmplib.model import AttentionGCN, GCNConfig
+from tcmplib.sweep import cpu_name
 from tcmplib.topology import magnitude_masks
 from tcmplib.train import atomic_write
 
@@ -188,21 +189,10 @@ def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
     return with_reference("--structures", folder, networks, seed, scratch)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def machine(threads: int) -> dict[str, Any]:
     # Other processes inflate every timing: the load average goes next to the numbers.
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": threads,

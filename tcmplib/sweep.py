@@ -53,6 +53,7 @@ __all__ = [
     "run_config",
     "git_state",
     "provenance",
+    "cpu_name",
     "execute_run",
     "sweep",
     "default_results_dir",
@@ -283,6 +284,18 @@ def git_state() -> dict[str, Any]:
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (``/proc/cpuinfo``), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def provenance(
     device: str, wall_time_s: float, git: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -298,6 +311,10 @@ def provenance(
     return {
         **(git if git is not None else git_state()),
         "device": device,
+        # Float results depend on the kernels torch picks for this CPU (AVX2, AVX512, ...):
+        # two machines can train the same seed to slightly different numbers.
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "tcmplib": __version__,
         "python": platform.python_version(),

@@ -180,7 +180,10 @@ def test_run_config_writes_a_complete_record_and_is_deterministic(tmp_path: Path
         "python",
         "wall_time_s",
         "date",
+        "cpu",
+        "cpu_capability",
     }
+    assert prov["cpu"] and prov["cpu_capability"], "the machine that computed it"
     assert prov["device"].startswith("cpu")
     again = run_config(config, tmp_path / "b", device="cpu")
     assert _numbers(again) == _numbers(record)
