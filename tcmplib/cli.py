@@ -185,6 +185,13 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="folder for the executed run notebooks (default: runs/notebooks/<results name>)",
     )
+    sweep.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="folder for the checkpoints of unfinished runs of a profile that checkpoints "
+        "(paper); a restarted sweep resumes them (default: runs/checkpoints/<results name>)",
+    )
     sweep.add_argument("--executor", choices=EXECUTORS, default="local")
     sweep.add_argument(
         "--scheduler",
@@ -227,6 +234,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             results_dir=args.results,
             notebooks_dir=args.notebooks,
+            checkpoints_dir=args.checkpoints,
             executor=args.executor,
             scheduler=args.scheduler,
             workers=args.workers,

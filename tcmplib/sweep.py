@@ -16,6 +16,13 @@ where it stopped) and executes the rest one after another or on a Dask cluster
 (:func:`sweep`, ``tcmp sweep``). Tables are read back from the results folder by
 :mod:`tcmplib.tables`.
 
+A run of a profile that checkpoints (``paper``: every 100 epochs) also resumes *within*
+itself: its checkpoints live in ``<checkpoints_dir>/<run name>/`` (outside the results, like
+the models: they hold weights trained on the data), so a sweep killed in the middle of a
+2,700-epoch run loses at most 100 epochs of it. A run resumes only with the code, torch,
+device and CPU kernels it started with (:func:`resume_key`), since on a CPU only those repeat
+an uninterrupted run bit for bit; its folder is removed once the result is written.
+
 The hash covers the run's config, the profile's full training schedule, the result format and
 the method's revision (:attr:`tcmplib.pruning.base.PruningMethod.revision`, once bumped), not
 the device: a run on a GPU and one on a CPU answer the same question (the
@@ -29,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -58,7 +66,9 @@ __all__ = [
     "sweep",
     "default_results_dir",
     "default_models_dir",
+    "default_checkpoints_dir",
     "project_root",
+    "resume_key",
 ]
 
 #: Version of the result-file layout; part of every config hash.
@@ -66,6 +76,9 @@ RESULT_FORMAT = 1
 
 #: Subfolder of a results folder with each run's compact-network structure (no weights).
 STRUCTURES_FOLDER = "networks"
+
+#: In a run's checkpoint folder: the code and machine the run started on.
+STARTED_FILE = "started.json"
 
 #: The parametrized notebook that executes one run (shipped with the package).
 RUN_NOTEBOOK = Path(str(files("tcmplib").joinpath("notebooks/run.ipynb")))
@@ -192,6 +205,12 @@ def default_models_dir(results_dir: str | os.PathLike[str]) -> Path:
     return project_root(results.parent) / "runs" / "models" / results.name
 
 
+def default_checkpoints_dir(results_dir: str | os.PathLike[str]) -> Path:
+    """Checkpoints of unfinished runs: ``runs/checkpoints/<results name>``, never committed."""
+    results = Path(results_dir).resolve()
+    return project_root(results.parent) / "runs" / "checkpoints" / results.name
+
+
 def expand_grid(
     grid: str | Iterable[tuple[str, float]],
     *,
@@ -296,6 +315,61 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def resume_key(device: str) -> dict[str, Any]:
+    """What must not change between the start of a run and a resumption of it.
+
+    ``device`` is the trainer's device string (on a CPU it names the thread count, which
+    changes the order of float sums). ``tcmplib_tree`` is git's hash of the package's source
+    tree, so a commit that touches only results or chapters does not block a resumption.
+    """
+    import torch
+
+    return {
+        "tcmplib_tree": _git("rev-parse", "HEAD:./") or "unknown",
+        "torch": torch.__version__,
+        "device": device,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def _device_string(device: str) -> str:
+    from tcmplib.train import describe_device, resolve_device
+
+    return describe_device(resolve_device(device))
+
+
+def _prepare_checkpoints(run_dir: Path, device: str) -> dict[str, Any]:
+    """The git state the run started with, after checking that it may resume here.
+
+    A fresh run records its git state and :func:`resume_key` in ``started.json``; a run
+    whose folder already holds one resumes only if the key is unchanged.
+    """
+    from tcmplib.train import atomic_write
+
+    key = resume_key(_device_string(device))
+    started_file = run_dir / STARTED_FILE
+    if started_file.is_file():
+        try:
+            started = json.loads(started_file.read_text())
+            before, git = started["resume_key"], started["git"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"checkpoints: {started_file} is not a run's start record ({err}); "
+                "remove the folder to start the run over"
+            ) from None
+        changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in key.items() if before.get(k) != v]
+        if changed:
+            raise ValueError(
+                f"checkpoints: {run_dir} was started with other code or on another machine "
+                f"({'; '.join(changed)}); resume it there, or remove the folder to start over"
+            )
+        return dict(git)
+    git = git_state()
+    text = json.dumps({"git": git, "resume_key": key}, indent=1) + "\n"
+    atomic_write(started_file, lambda handle: handle.write(text.encode()))
+    return git
+
+
 def provenance(
     device: str, wall_time_s: float, git: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -335,9 +409,15 @@ def run_config(
     device: str = "auto",
     fpha_root: str | os.PathLike[str] | None = None,
     models_dir: str | os.PathLike[str] | None = None,
+    checkpoints_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` and write its result file atomically; returns the record written.
+
+    With ``checkpoints_dir`` and a profile that checkpoints, the run checkpoints in
+    ``<checkpoints_dir>/<run name>`` and resumes from there when called again after an
+    interruption (see the module doc); the folder is removed after the result is written.
+    The result's provenance then names the commit the run started with and ``resumed``.
 
     With ``models_dir``, the trained network is also saved there in compact form
     (:func:`tcmplib.compact.save_compact`, folder ``<models_dir>/<run name>``): the tiny
@@ -357,14 +437,25 @@ def run_config(
     from tcmplib.train import atomic_write, build_model, train
 
     start = time.perf_counter()
-    source = git_state()  # the code that trains, not the checkout at the end of a long run
+    profile = get_profile(config.profile)
+    run_dir = (
+        Path(checkpoints_dir) / config.name
+        if checkpoints_dir is not None and profile.checkpoint_every is not None
+        else None
+    )
+    resumed = run_dir is not None and (run_dir / STARTED_FILE).is_file()
+    # The code that trains, not the checkout at the end of a long run (or of a resumption).
+    source = _prepare_checkpoints(run_dir, device) if run_dir is not None else git_state()
     data = load_dataset(config.dataset, root=Path(fpha_root) if fpha_root else None)
     gcn = GCNConfig(nodes=data.num_nodes, d_in=data.d_in, classes=data.num_classes)
     model = build_model(gcn, seed=config.seed)
-    profile = get_profile(config.profile)
     if config.method == "baseline":
         result = train(
-            model, data, profile.train_config(seed=config.seed, device=device), progress=progress
+            model,
+            data,
+            profile.train_config(seed=config.seed, device=device),
+            progress=progress,
+            checkpoint_dir=run_dir,
         )
         topology = analyze(masks_from_model(model))
         report: dict[str, Any] = {
@@ -393,6 +484,7 @@ def run_config(
             seed=config.seed,
             device=device,
             progress=progress,
+            checkpoint_dir=run_dir,
         )
         report = pruned.report.to_dict()
         history = report.pop("history")
@@ -418,10 +510,16 @@ def run_config(
             {key: row[key] for key in ("tensor", "weights", "kept", "effective")}
             for row in final_topology.tensor_rows()
         ],
-        "provenance": provenance(report["device"], time.perf_counter() - start, source),
+        # wall_time_s here is this call's; the report's is the training time of all calls.
+        "provenance": {
+            **provenance(report["device"], time.perf_counter() - start, source),
+            "resumed": resumed,
+        },
     }
     text = json.dumps(record, indent=1) + "\n"
     atomic_write(result_path(results_dir, config), lambda handle: handle.write(text.encode()))
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the result holds all that is kept
     return record
 
 
@@ -445,6 +543,7 @@ def execute_run(
     device: str = "auto",
     fpha_root: str | os.PathLike[str] | None = None,
     models_dir: str | os.PathLike[str] | None = None,
+    checkpoints_dir: str | os.PathLike[str] | None = None,
     kernel_name: str | None = None,
 ) -> str:
     """Execute :data:`RUN_NOTEBOOK` for ``config``; returns the path of the result file.
@@ -463,6 +562,7 @@ def execute_run(
         "results_dir": str(results),
         "fpha_root": str(fpha_root) if fpha_root else "",
         "models_dir": str(Path(models_dir).resolve()) if models_dir else "",
+        "checkpoints_dir": str(Path(checkpoints_dir).resolve()) if checkpoints_dir else "",
     }
     try:
         papermill.execute_notebook(
@@ -527,6 +627,7 @@ def sweep(
     notebooks_dir: str | os.PathLike[str] | None = None,
     models_dir: str | os.PathLike[str] | None = None,
     save_models: bool = True,
+    checkpoints_dir: str | os.PathLike[str] | None = None,
     executor: str = "local",
     scheduler: str | None = None,
     workers: int | None = None,
@@ -545,7 +646,9 @@ def sweep(
     others; it is listed in the summary (and the command exits non-zero). With ``dry_run``
     nothing runs: the summary's ``pending`` lists the runs still missing. Each run's compact
     network is saved under ``models_dir`` (default ``runs/models/<results name>``) unless
-    ``save_models`` is false.
+    ``save_models`` is false. Runs of a profile that checkpoints keep their checkpoints in
+    ``checkpoints_dir`` (default ``runs/checkpoints/<results name>``) until they finish, and
+    a sweep started again after an interruption resumes each unfinished run from there.
     """
     from tcmplib.train import DEVICES
 
@@ -572,7 +675,8 @@ def sweep(
 
     start = time.perf_counter()
     models = Path(models_dir or default_models_dir(results)) if save_models else None
-    task = _RunTask(results, notebooks, device, fpha_root, models, kernel_name)
+    checkpoints = Path(checkpoints_dir or default_checkpoints_dir(results))
+    task = _RunTask(results, notebooks, device, fpha_root, models, checkpoints, kernel_name)
     outcomes = (
         _run_local(task, missing, progress=progress)
         if executor == "local"
@@ -597,6 +701,7 @@ class _RunTask:
     device: str
     fpha_root: str | os.PathLike[str] | None
     models_dir: Path | None
+    checkpoints_dir: Path
     kernel_name: str | None
 
     def __call__(self, config: RunConfig) -> str:
@@ -607,6 +712,7 @@ class _RunTask:
             device=self.device,
             fpha_root=self.fpha_root,
             models_dir=self.models_dir,
+            checkpoints_dir=self.checkpoints_dir,
             kernel_name=self.kernel_name,
         )
 

@@ -67,6 +67,7 @@ __all__ = [
     "atomic_write",
     "build_model",
     "config_hash",
+    "describe_device",
     "evaluate",
     "plot_history",
     "resolve_device",
@@ -150,7 +151,8 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _device_name(device: torch.device) -> str:
+def describe_device(device: torch.device) -> str:
+    """The device as results record it: the GPU's name, or the CPU's torch thread count."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
@@ -574,7 +576,7 @@ def train(
         test=test_metrics,
         train=train_metrics,
         wall_time_s=wall,
-        device=_device_name(device),
+        device=describe_device(device),
         resumed_from_epoch=resumed_from,
     )
 

@@ -16,12 +16,14 @@ Every method trains with the shared trainer under the profile's schedule, prunes
 (masks attached as fixed parametrizations) with a :class:`PruneReport`.
 
 How methods are called: ``METHODS[name]().run(model, data, rate, train_config=...,
-progress=..., **options)``, where ``options`` are the method's own hyperparameters (the
-fields of its options dataclass, e.g. :class:`MPOptions`); unknown names are an error.
+progress=..., checkpoint_dir=..., **options)``, where ``options`` are the method's own
+hyperparameters (the fields of its options dataclass, e.g. :class:`MPOptions`); unknown
+names are an error.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from torch import nn
@@ -76,6 +78,7 @@ def prune(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> PruneResult:
     """Prune ``model`` (in place) to ``rate`` with ``method``, training on ``data``.
@@ -83,7 +86,9 @@ def prune(
     ``rate`` is the fraction of all weights removed, in [0, 1). ``profile`` (a name from
     :data:`tcmplib.profiles.PROFILES` or a :class:`Profile`) sets the epochs; ``seed`` seeds
     the training, so the same call gives the same report on the same machine. ``options``
-    go to the method (see its options dataclass).
+    go to the method (see its options dataclass). With ``checkpoint_dir`` (the profile must
+    checkpoint, e.g. ``"paper"``) the run checkpoints there, and the same call repeated after
+    an interruption, on a model built the same way, resumes from the last checkpoint.
     """
     if not isinstance(method, str) or method not in METHODS:
         valid = ", ".join(sorted(METHODS))
@@ -92,6 +97,17 @@ def prune(
     if device not in DEVICES:
         raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
     config = _resolve_profile(profile).train_config(seed=seed, device=device)
+    if checkpoint_dir is not None and config.checkpoint_every is None:
+        raise ValueError(
+            f"checkpoint_dir: given, but profile {_resolve_profile(profile).name!r} does not "
+            "checkpoint (checkpoint_every is None)"
+        )
     return METHODS[method]().run(
-        model, data, rate, train_config=config, progress=progress, **options
+        model,
+        data,
+        rate,
+        train_config=config,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        **options,
     )

@@ -9,9 +9,11 @@ weights of the network, as the paper's "# parameters" column does.
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from torch import nn
@@ -28,6 +30,7 @@ __all__ = [
     "METHODS",
     "options_from",
     "make_report",
+    "phase_dir",
 ]
 
 OptionsT = TypeVar("OptionsT")
@@ -113,13 +116,28 @@ class PruningMethod(ABC):
         *,
         train_config: TrainConfig,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> PruneResult:
         """Prune ``model`` to ``rate`` (already validated) while training on ``data``.
 
         ``train_config`` is the shared trainer's schedule (from the profile); ``options`` are
-        the method's own hyperparameters (the fields of its options dataclass).
+        the method's own hyperparameters (the fields of its options dataclass). With
+        ``checkpoint_dir`` (and ``train_config.checkpoint_every``), every training phase
+        checkpoints there and an interrupted call, repeated with the same arguments on a
+        freshly built model, resumes where it stopped (:func:`phase_dir`).
         """
+
+
+def phase_dir(checkpoint_dir: str | os.PathLike[str] | None, phase: str) -> Path | None:
+    """The checkpoint folder of one training phase of a method (None: no checkpoints).
+
+    A method that trains twice (dense, then the pruned network) gives each phase its own
+    folder, since each is a separate :func:`tcmplib.train.train` call with its own schedule.
+    On a resumed call the steps between the phases (e.g. a mask selection) run again; they
+    are deterministic functions of the phase-one model, so they give the same result.
+    """
+    return None if checkpoint_dir is None else Path(checkpoint_dir) / phase
 
 
 METHODS: dict[str, type[PruningMethod]] = {}

@@ -54,6 +54,7 @@ would have had on the same weights, and how many edges the completion added and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -66,6 +67,7 @@ from tcmplib.pruning.base import (
     PruningMethod,
     make_report,
     options_from,
+    phase_dir,
     register,
 )
 from tcmplib.pruning.masks import FixedMask, attach, detach, keep_count, topk_masks
@@ -355,6 +357,7 @@ class GreedyTC(PruningMethod):
         *,
         train_config: TrainConfig,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         **options: object,
     ) -> PruneResult:
         gcn = _check_model(self.name, model)
@@ -367,7 +370,13 @@ class GreedyTC(PruningMethod):
             )
         dense_epochs = min(max(1, round(opts.dense_fraction * epochs)), epochs - 1)
         detach(gcn, bake=True)
-        dense = train(gcn, data, replace(train_config, epochs=dense_epochs), progress=progress)
+        dense = train(
+            gcn,
+            data,
+            replace(train_config, epochs=dense_epochs),
+            progress=progress,
+            checkpoint_dir=phase_dir(checkpoint_dir, "dense"),
+        )
         weights = gcn.prunable()
         keep = keep_count(gcn.num_weights(), rate)
         magnitudes = {name: w.detach().abs() for name, w in weights.items()}
@@ -377,7 +386,11 @@ class GreedyTC(PruningMethod):
         attach(gcn, {name: FixedMask(mask.to(device)) for name, mask in masks.items()})
         pruned = evaluate(gcn, data.x_test, data.y_test)  # before retraining
         retrain = train(
-            gcn, data, replace(train_config, epochs=epochs - dense_epochs), progress=progress
+            gcn,
+            data,
+            replace(train_config, epochs=epochs - dense_epochs),
+            progress=progress,
+            checkpoint_dir=phase_dir(checkpoint_dir, "retrain"),
         )
         history = [{**row, "phase": 0.0} for row in dense.history]
         history += [

@@ -63,6 +63,7 @@ pruning step). History rows of the retraining are numbered after the dense ones 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -76,6 +77,7 @@ from tcmplib.pruning.base import (
     PruningMethod,
     make_report,
     options_from,
+    phase_dir,
     register,
 )
 from tcmplib.pruning.masks import (
@@ -252,6 +254,7 @@ class RelaxedMP(PruningMethod):
         *,
         train_config: TrainConfig,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> PruneResult:
         gcn = _check_model(self.name, model)
@@ -271,7 +274,9 @@ class RelaxedMP(PruningMethod):
         hook = _RelaxedMPHook(
             masks, keep, total, t0, t0 * opts.t_end_ratio, opts.budget_weight, opts.band_steps
         )
-        result = train(gcn, data, train_config, hook=hook, progress=progress)
+        result = train(
+            gcn, data, train_config, hook=hook, progress=progress, checkpoint_dir=checkpoint_dir
+        )
         report = make_report(
             self.name,
             gcn,
@@ -300,6 +305,7 @@ class OneShotMP(PruningMethod):
         *,
         train_config: TrainConfig,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> PruneResult:
         gcn = _check_model(self.name, model)
@@ -312,12 +318,22 @@ class OneShotMP(PruningMethod):
             )
         dense_epochs = min(max(1, round(opts.dense_fraction * epochs)), epochs - 1)
         detach(gcn, bake=True)
-        dense = train(gcn, data, replace(train_config, epochs=dense_epochs), progress=progress)
+        dense = train(
+            gcn,
+            data,
+            replace(train_config, epochs=dense_epochs),
+            progress=progress,
+            checkpoint_dir=phase_dir(checkpoint_dir, "dense"),
+        )
         keep = keep_count(gcn.num_weights(), rate)
         project_top_k(gcn, keep)
         pruned = evaluate(gcn, data.x_test, data.y_test)  # before retraining
         retrain = train(
-            gcn, data, replace(train_config, epochs=epochs - dense_epochs), progress=progress
+            gcn,
+            data,
+            replace(train_config, epochs=epochs - dense_epochs),
+            progress=progress,
+            checkpoint_dir=phase_dir(checkpoint_dir, "retrain"),
         )
         history = [{**row, "phase": 0.0} for row in dense.history]
         history += [

@@ -44,6 +44,7 @@ details below are our choices (each is an option of :class:`PMPOptions`).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +285,7 @@ class PMP(PruningMethod):
         *,
         train_config: TrainConfig,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> PruneResult:
         if not isinstance(model, AttentionGCN):
@@ -314,7 +316,9 @@ class PMP(PruningMethod):
             else {name: keep_count(w.numel(), rate) for name, w in weights.items()}
         )
         hook = _PMPHook(groups, masks, total, opts, keep)
-        result = train(model, data, train_config, hook=hook, progress=progress)
+        result = train(
+            model, data, train_config, hook=hook, progress=progress, checkpoint_dir=checkpoint_dir
+        )
         details = {"threshold_rate": hook.final_threshold_rate}
         for group in groups:
             label = "pooled" if len(group.names) > 1 else group.names[0]

@@ -109,6 +109,7 @@ give the learned rate and % A-C before the projection and whether it was needed.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -426,6 +427,7 @@ class TCMP(PruningMethod):
         *,
         train_config: TrainConfig,
         progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> PruneResult:
         gcn = _check_model(self.name, model)
@@ -454,7 +456,9 @@ class TCMP(PruningMethod):
         hook = _TCMPHook(networks, keep, total, t0, opts)
         handle = gcn.register_forward_pre_hook(networks.invalidate)
         try:
-            result = train(gcn, data, train_config, hook=hook, progress=progress)
+            result = train(
+                gcn, data, train_config, hook=hook, progress=progress, checkpoint_dir=checkpoint_dir
+            )
         finally:
             handle.remove()
         report = make_report(
