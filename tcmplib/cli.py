@@ -221,7 +221,8 @@ def _positive_int(text: str) -> int:
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from tcmplib import tables
-    from tcmplib.sweep import sweep
+    from tcmplib.profiles import get_profile
+    from tcmplib.sweep import checkpointed_epochs, sweep
 
     if args.scheduler is not None and args.executor != "dask":
         print("--scheduler: only used with --executor dask", file=sys.stderr)
@@ -249,7 +250,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{summary.results_dir}: {len(summary.reused)} done, {len(summary.pending)} to run")
         for config in summary.pending:
-            print(f"  {config.name}")
+            done = (
+                checkpointed_epochs(summary.checkpoints_dir, config)
+                if summary.checkpoints_dir is not None
+                else None
+            )
+            epochs = get_profile(config.profile).epochs
+            resumes = f" (checkpointed: {done:,} of {epochs:,} epochs)" if done else ""
+            print(f"  {config.name}{resumes}")
         return 0
     print(summary)
     results = tables.load_results(summary.results_dir)

@@ -69,6 +69,7 @@ __all__ = [
     "default_checkpoints_dir",
     "project_root",
     "resume_key",
+    "checkpointed_epochs",
 ]
 
 #: Version of the result-file layout; part of every config hash.
@@ -370,6 +371,21 @@ def _prepare_checkpoints(run_dir: Path, device: str) -> dict[str, Any]:
     return git
 
 
+def checkpointed_epochs(checkpoints_dir: str | os.PathLike[str], config: RunConfig) -> int | None:
+    """Epochs an unfinished run has behind it in its checkpoints (None: nothing to resume).
+
+    Read from the checkpoint file names (``ckpt-<epoch>.pt``), summed over the training
+    phases of a two-phase method, without loading a checkpoint.
+    """
+    run_dir = Path(checkpoints_dir) / config.name
+    if not (run_dir / STARTED_FILE).is_file():
+        return None
+    epochs = 0
+    for checkpoint in run_dir.glob("**/ckpt-[0-9][0-9][0-9][0-9][0-9][0-9].pt"):
+        epochs += int(checkpoint.stem.removeprefix("ckpt-"))
+    return epochs
+
+
 def provenance(
     device: str, wall_time_s: float, git: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -598,6 +614,7 @@ class SweepSummary:
     """What a sweep found and did. Paths are result files."""
 
     results_dir: Path
+    checkpoints_dir: Path | None = None  # where unfinished runs of the sweep checkpoint
     reused: list[RunConfig] = field(default_factory=list)
     pending: list[RunConfig] = field(default_factory=list)  # missing when the sweep started
     ran: list[RunConfig] = field(default_factory=list)
@@ -665,7 +682,8 @@ def sweep(
         Path(results_dir) if results_dir is not None else default_results_dir(dataset, profile)
     )
     notebooks = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir(results)
-    summary = SweepSummary(results_dir=results)
+    checkpoints = Path(checkpoints_dir or default_checkpoints_dir(results))
+    summary = SweepSummary(results_dir=results, checkpoints_dir=checkpoints)
     missing: list[RunConfig] = []
     for config in runs:
         (summary.reused if find_result(results, config) else missing).append(config)
@@ -675,7 +693,6 @@ def sweep(
 
     start = time.perf_counter()
     models = Path(models_dir or default_models_dir(results)) if save_models else None
-    checkpoints = Path(checkpoints_dir or default_checkpoints_dir(results))
     task = _RunTask(results, notebooks, device, fpha_root, models, checkpoints, kernel_name)
     outcomes = (
         _run_local(task, missing, progress=progress)

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import tcmplib.train
+from tcmplib import cli
 from tcmplib.model import GCNConfig
 from tcmplib.profiles import PROFILES, Profile
 from tcmplib.pruning import METHODS, prune
-from tcmplib.sweep import STARTED_FILE, RunConfig, run_config
+from tcmplib.sweep import STARTED_FILE, RunConfig, checkpointed_epochs, run_config
 from tcmplib.train import build_model
 
 SMALL = GCNConfig(nodes=6, d_in=8, heads=4, qk_dim=2, channels=16, classes=5)
@@ -170,6 +171,8 @@ def test_an_interrupted_sweep_run_resumes_and_cleans_up(
     started = json.loads((run_dir / STARTED_FILE).read_text())
     assert set(started) == {"git", "resume_key"}
     assert not list((tmp_path / "b").glob("*.json")), "no result from an interrupted run"
+    # 4 of the 5 dense epochs and 2 retraining epochs are behind it.
+    assert checkpointed_epochs(tmp_path / "ckpt", config) == 6
 
     monkeypatch.undo()  # the interruption goes, and with it the fixture's profile
     monkeypatch.setitem(PROFILES, TINY.name, TINY)
@@ -178,6 +181,7 @@ def test_an_interrupted_sweep_run_resumes_and_cleans_up(
     assert record["provenance"]["git_commit"] == started["git"]["git_commit"]
     assert _numbers(record) == _numbers(reference)
     assert not run_dir.exists(), "the checkpoints go once the result is written"
+    assert checkpointed_epochs(tmp_path / "ckpt", config) is None
 
 
 def test_a_run_started_elsewhere_is_not_resumed(
@@ -207,3 +211,22 @@ def test_profiles_without_checkpoints_write_none(tmp_path: Path) -> None:
     record = run_config(config, tmp_path / "r", device="cpu", checkpoints_dir=tmp_path / "ckpt")
     assert record["provenance"]["resumed"] is False
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_the_dry_run_says_which_runs_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = RunConfig(dataset="fpha", method="tcmp", rate=0.99, seed=2, profile="paper")
+    run_dir = tmp_path / "ckpt" / config.name
+    run_dir.mkdir(parents=True)
+    (run_dir / "ckpt-001200.pt").write_bytes(b"")  # only the name is read
+    args = ["sweep", "table1", "--profile", "paper", "--dataset", "fpha", "--seeds", "3"]
+    args += ["--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "ckpt")]
+    assert cli.main([*args, "--dry-run"]) == 0
+    assert f"  {config.name}\n" in capsys.readouterr().out, "no start record: not resumable"
+    (run_dir / STARTED_FILE).write_text("{}")
+    assert cli.main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "0 done, 51 to run" in out
+    assert f"  {config.name} (checkpointed: 1,200 of 2,700 epochs)\n" in out
+    assert out.count("checkpointed") == 1
