@@ -17,7 +17,7 @@ import tcmplib.train
 from tcmplib import cli
 from tcmplib.model import GCNConfig
 from tcmplib.profiles import PROFILES, Profile
-from tcmplib.pruning import METHODS, prune
+from tcmplib.pruning import METHODS, PruneResult, prune
 from tcmplib.sweep import STARTED_FILE, RunConfig, checkpointed_epochs, run_config
 from tcmplib.train import build_model
 
@@ -95,9 +95,8 @@ def test_an_interrupted_method_resumes_to_the_uninterrupted_result(
     # The reference runs without checkpoints: writing them must not change a number either.
     reference = prune(method, build_model(SMALL, 0), data, 0.9, profile=TINY, progress=False)
 
-    stopped_at = interrupt_after(monkeypatch, saves)
-    with pytest.raises(KeyboardInterrupt):
-        prune(
+    def checkpointed_run() -> PruneResult:  # from a fresh model, as a restarted process does
+        return prune(
             method,
             build_model(SMALL, 0),
             data,
@@ -106,6 +105,10 @@ def test_an_interrupted_method_resumes_to_the_uninterrupted_result(
             progress=False,
             checkpoint_dir=tmp_path,
         )
+
+    stopped_at = interrupt_after(monkeypatch, saves)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointed_run()
     monkeypatch.undo()
     phases = sorted(p.name for p in tmp_path.iterdir())
     if method in TWO_PHASE:
@@ -115,15 +118,7 @@ def test_an_interrupted_method_resumes_to_the_uninterrupted_result(
         assert list(tmp_path.glob("ckpt-*.pt")) and stopped_at[-1] == 2 * saves
 
     loaded = record_loads(monkeypatch)
-    resumed = prune(
-        method,
-        build_model(SMALL, 0),
-        data,
-        0.9,
-        profile=TINY,
-        progress=False,
-        checkpoint_dir=tmp_path,
-    )
+    resumed = checkpointed_run()
     # Two-phase, stopped in phase two: phase one resumes at 4 of 5 epochs, phase two at 2.
     assert loaded == ([4, 2] if method in TWO_PHASE and saves == 3 else [stopped_at[-1]])
     assert numbers(resumed.report) == numbers(reference.report)
