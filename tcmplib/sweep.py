@@ -31,6 +31,7 @@ provenance says where each ran).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -39,7 +40,7 @@ import platform
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -80,6 +81,14 @@ STRUCTURES_FOLDER = "networks"
 
 #: In a run's checkpoint folder: the code and machine the run started on.
 STARTED_FILE = "started.json"
+
+#: Environment of every run's kernel. glibc hands blocks above its mmap threshold (at most
+#: 32 MB) straight back to the operating system when freed, so each training step faults
+#: its large activations in again as fresh, zeroed pages, which costs an epoch as much system
+#: CPU time as a good part of its computation (``benchmarks/bench_allocator.py`` measures
+#: both). Without mmap and without trimming, freed blocks stay in the heap and the next step
+#: reuses them. Memory placement enters no computation: the numbers are the same, bit for bit.
+KERNEL_ENV: dict[str, str] = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
 
 #: The parametrized notebook that executes one run (shipped with the package).
 RUN_NOTEBOOK = Path(str(files("tcmplib").joinpath("notebooks/run.ipynb")))
@@ -581,17 +590,18 @@ def execute_run(
         "checkpoints_dir": str(Path(checkpoints_dir).resolve()) if checkpoints_dir else "",
     }
     try:
-        papermill.execute_notebook(
-            str(RUN_NOTEBOOK),
-            str(notebook),
-            parameters=parameters,
-            kernel_name=kernel_name,
-            progress_bar=False,
-            # The kernel's own start-up warnings would land in the caller's stderr (and in
-            # the outputs of a notebook that runs a sweep); errors still show.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            cwd=str(results.parent if results.parent.exists() else Path.cwd()),
-        )
+        with _environment(KERNEL_ENV):  # the kernel inherits it at launch
+            papermill.execute_notebook(
+                str(RUN_NOTEBOOK),
+                str(notebook),
+                parameters=parameters,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                # The kernel's own start-up warnings would land in the caller's stderr (and in
+                # the outputs of a notebook that runs a sweep); errors still show.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                cwd=str(results.parent if results.parent.exists() else Path.cwd()),
+            )
     except Exception as err:  # papermill raises its own error with the cell's exception
         summary = str(err).strip().splitlines()
         reason = next((line for line in reversed(summary) if line.strip()), type(err).__name__)
@@ -600,6 +610,21 @@ def execute_run(
     if path is None:
         raise RuntimeError(f"{config.name}: the notebook finished without writing {results}")
     return str(path)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, as it was afterwards (for a child process)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _shown(path: Path) -> str:

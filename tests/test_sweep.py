@@ -12,8 +12,10 @@ from tcmplib import cli, tables
 from tcmplib.compact import load_structure, structure_of
 from tcmplib.sweep import (
     GRIDS,
+    KERNEL_ENV,
     RUN_NOTEBOOK,
     RunConfig,
+    execute_run,
     expand_grid,
     find_result,
     git_state,
@@ -374,3 +376,25 @@ def test_provenance_keeps_the_git_state_of_the_start() -> None:
     now = git_state()  # this checkout: a 40-hex commit, or "unknown" outside git
     assert now["git_commit"] == "unknown" or len(now["git_commit"]) == 40
     assert provenance("cpu", 0.0)["git_commit"] == now["git_commit"]
+
+
+def test_run_kernels_start_with_the_kernel_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import papermill
+
+    seen: dict[str, str | None] = {}
+
+    def fake_execute(*args: object, **kwargs: object) -> None:
+        seen.update({key: os.environ.get(key) for key in KERNEL_ENV})
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what a Dask nanny sets
+    monkeypatch.delenv("MALLOC_MMAP_MAX_", raising=False)
+    config = RunConfig(method="mp", rate=0.5, profile="smoke")
+    with pytest.raises(RuntimeError, match="finished without writing"):
+        execute_run(config, tmp_path / "results", tmp_path / "notebooks")
+    assert seen == KERNEL_ENV, "the kernel is launched with the kernel environment"
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and "MALLOC_MMAP_MAX_" not in os.environ
