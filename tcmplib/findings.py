@@ -43,7 +43,24 @@ __all__ = [
     "ONESHOT_MP_COLUMNS",
     "ac_by_tensor",
     "oneshot_mp_ac",
+    "SPIKE_COLUMNS",
+    "training_spikes",
 ]
+
+#: Columns of :func:`training_spikes`.
+SPIKE_COLUMNS: tuple[str, ...] = (
+    "method",
+    "rate (%)",
+    "seed",
+    "spikes",
+    "first spike epoch",
+    "lowest train acc. (%)",
+    "lr at the lowest",
+    "best test acc. (%)",
+    "best epoch",
+    "final train acc. (%)",
+    "final test acc. (%)",
+)
 
 #: Columns of :func:`ac_by_tensor` and :func:`oneshot_mp_ac`.
 AC_BY_TENSOR_COLUMNS: tuple[str, ...] = (
@@ -426,3 +443,57 @@ def oneshot_mp_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=ONESHOT_MP_COLUMNS)
+
+
+def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) -> pd.DataFrame:
+    """Evaluated epochs at which a run that had fitted its training split lost it again.
+
+    A *spike* is an evaluated epoch whose training accuracy is below ``floor`` after an
+    earlier evaluated epoch reached 100% (the split is fitted early at paper scale, so a drop
+    means the optimisation itself was thrown off, not that it had not converged yet); the
+    phases of a two-phase method count separately. One row
+    per run of the folder, spikes or not: how many evaluated epochs were spikes, the first,
+    the lowest training accuracy with the learning rate there, the best evaluated test
+    accuracy of the last phase and its epoch (to size what a spike cost, not a result: Table 1
+    reports the final epoch), and the final training and test accuracies.
+    """
+    rows = []
+    for record in _records(results_dir):
+        config, history = record["config"], record.get("history", [])
+        spikes = []
+        # Phase by phase: a two-phase method's accuracy drop at its mask selection is the
+        # pruning itself, and its retraining fits the split anew.
+        for phase in dict.fromkeys(row.get("phase", 0.0) for row in history):
+            in_phase = [row for row in history if row.get("phase", 0.0) == phase]
+            fitted = next(
+                (i for i, row in enumerate(in_phase) if row["train_accuracy"] >= 1.0), None
+            )
+            after = in_phase[fitted + 1 :] if fitted is not None else []
+            spikes += [row for row in after if row["train_accuracy"] < floor]
+        lowest = min(spikes, key=lambda row: row["train_accuracy"]) if spikes else None
+        last_phase = history[-1].get("phase", 0.0) if history else 0.0
+        evaluated = [  # of the network Table 1 reports: the last phase's
+            row
+            for row in history
+            if "test_class_avg_accuracy" in row and row.get("phase", 0.0) == last_phase
+        ]
+        best = max(evaluated, key=lambda row: row["test_class_avg_accuracy"], default=None)
+        report = record["report"]
+        rows.append(
+            {
+                "method": method_label(config["method"]),
+                "rate (%)": 100.0 * float(config["rate"]),
+                "seed": int(config["seed"]),
+                "spikes": len(spikes),
+                "first spike epoch": int(spikes[0]["epoch"]) if spikes else None,
+                "lowest train acc. (%)": 100.0 * lowest["train_accuracy"] if lowest else math.nan,
+                "lr at the lowest": lowest["lr"] if lowest else math.nan,
+                "best test acc. (%)": 100.0 * best["test_class_avg_accuracy"] if best else math.nan,
+                "best epoch": int(best["epoch"]) if best else None,
+                "final train acc. (%)": 100.0 * history[-1]["train_accuracy"]
+                if history
+                else math.nan,
+                "final test acc. (%)": 100.0 * float(report["class_avg_accuracy"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=SPIKE_COLUMNS)
