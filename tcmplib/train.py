@@ -24,7 +24,9 @@ How one epoch runs, top to bottom (see :func:`train`):
 3. a history row: total loss, cross entropy, learning rate, training accuracy, the hook's
    logs, and every ``eval_every`` epochs the test metrics;
 4. the adaptive-lr rule on the epoch's total loss sets the rate of the next epoch;
-5. every ``checkpoint_every`` epochs an atomic checkpoint, from which a later call resumes.
+5. every ``checkpoint_every`` epochs an atomic checkpoint, from which a later call resumes;
+6. an observer installed with :func:`observing`, if any, sees the row and the model (a
+   diagnostic reads per-epoch state through it, from any method, without changing the run).
 
 Pruning methods plug in through :class:`TrainHook`; the masks themselves live in
 ``torch.nn.utils.parametrize`` parametrizations on the model's weights, so this trainer never
@@ -34,6 +36,7 @@ sees them: it optimises ``model.parameters()``, which includes the parametrizati
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import math
@@ -69,10 +72,17 @@ __all__ = [
     "config_hash",
     "describe_device",
     "evaluate",
+    "observing",
     "plot_history",
     "resolve_device",
     "train",
 ]
+
+#: An observer is called after every epoch with the epoch's history row and the model.
+Observer = Callable[[dict[str, float], nn.Module], None]
+_OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar(
+    "tcmplib_train_observer", default=None
+)
 
 #: Accepted values of ``TrainConfig.device``.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -437,6 +447,23 @@ class TrainResult:
         }
 
 
+@contextlib.contextmanager
+def observing(observer: Observer) -> Iterator[None]:
+    """Within the block, every :func:`train` call hands each epoch's row and model to ``observer``.
+
+    For diagnostics of runs whose trainer sits inside a pruning method: the observer sees the
+    row after the epoch's step (and its checkpoint) and must not change the model. To end a
+    run early it raises an exception of its own, which propagates out of :func:`train`.
+    """
+    if not callable(observer):
+        raise TypeError(f"observing: observer: expected a callable, got {type(observer).__name__}")
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
+
+
 def _batches(n: int, batch_size: int | None, rng: torch.Generator) -> Iterator[Tensor | slice]:
     """Indices of each step of one epoch: the whole split, or a seeded shuffle cut in batches."""
     if batch_size is None or batch_size >= n:
@@ -466,6 +493,7 @@ def train(
     ``eval_every`` epochs ``test_accuracy``, ``test_class_avg_accuracy`` and ``test_loss``.
     """
     hook = hook if hook is not None else NoOpHook()
+    observer = _OBSERVER.get()
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt_dir is not None and config.checkpoint_every is None:
         raise ValueError("checkpoint_dir: given, but config.checkpoint_every is None")
@@ -563,6 +591,8 @@ def train(
             if ckpt_dir is not None and ckpt_every is not None and epoch % ckpt_every == 0:
                 elapsed = state.elapsed_s + time.perf_counter() - started
                 _save_checkpoint(ckpt_dir, state, model, optimizer, batch_rng, run_hash, elapsed)
+            if observer is not None:
+                observer(dict(row), model)
         bar.close()
 
         hook.on_train_end(model)

@@ -1,0 +1,159 @@
+"""Epoch-by-epoch traces of a pruning run, to look inside a failure that results only sample.
+
+A result file keeps the evaluated epochs (one in 50 at paper scale); a spike of the training
+accuracy lasts a few dozen epochs and starts within one. :func:`trace_run` trains a method on
+the real schedule (its annealing set by the full epoch count) but stops after the first
+``stop_epoch`` epochs, and records for every epoch the trainer's history row plus what the
+weights did in that epoch's step: the mean and largest ``|delta w|`` of each weight tensor and
+how many weights crossed the method's threshold magnitude (for a band-stop or relaxed mask,
+where it switches). :func:`spike_onsets` then lists where the training accuracy, once
+fitted, fell, with the state just before.
+
+Nothing here changes a run: the trace reads the model through
+:func:`tcmplib.train.observing`, so a traced run is the same computation as an untraced one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from tcmplib.model import AttentionGCN
+from tcmplib.pruning import METHODS
+from tcmplib.train import TrainConfig, TrainData, observing
+
+__all__ = ["trace_run", "spike_onsets"]
+
+
+class _StopTrace(Exception):
+    """Raised by the observer after the last traced epoch."""
+
+
+def _latent(model: AttentionGCN) -> dict[str, torch.Tensor]:
+    return {name: w.detach().clone() for name, w in model.prunable().items()}
+
+
+def _thresholds(model: nn.Module) -> dict[str, float]:
+    """The magnitude at which each tensor's mask switches, where the mask has one."""
+    found: dict[str, float] = {}
+    parametrizations = getattr(model, "parametrizations", {})
+    for name in getattr(model, "prunable", dict)():
+        if name in parametrizations:
+            for module in parametrizations[name]:
+                threshold = getattr(module, "threshold", None)
+                if isinstance(threshold, float) and threshold > 0:
+                    found[name] = threshold
+    return found
+
+
+def trace_run(
+    method: str,
+    model: AttentionGCN,
+    data: TrainData,
+    rate: float,
+    *,
+    train_config: TrainConfig,
+    stop_epoch: int,
+    **options: Any,
+) -> list[dict[str, float]]:
+    """Rows of the first ``stop_epoch`` epochs of ``method`` on ``train_config``'s schedule.
+
+    Each row is the trainer's (``epoch``, ``loss``, ``ce``, ``lr``, ``train_accuracy``
+    measured before the epoch's step, the method's logs) plus, per weight tensor ``t``,
+    ``step_mean_t`` and ``step_max_t`` (``|delta w|`` of the step) and ``crossed_t`` (weights
+    whose ``|w|`` passed the mask's threshold in the step; absent for masks without one).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(sorted(METHODS))}, got {method!r}")
+    if not isinstance(stop_epoch, int) or not 1 <= stop_epoch <= train_config.epochs:
+        raise ValueError(
+            f"stop_epoch: expected an integer in [1, {train_config.epochs}], got {stop_epoch!r}"
+        )
+    rows: list[dict[str, float]] = []
+    previous = _latent(model)
+
+    def observe(row: dict[str, float], observed: nn.Module) -> None:
+        assert isinstance(observed, AttentionGCN)
+        current = _latent(observed)
+        thresholds = _thresholds(observed)
+        for name, w in current.items():
+            before = previous[name].to(w.device)
+            delta = (w - before).abs()
+            row[f"step_mean_{name}"] = float(delta.mean())
+            row[f"step_max_{name}"] = float(delta.max())
+            if name in thresholds:
+                a = thresholds[name]
+                row[f"crossed_{name}"] = float(((w.abs() >= a) != (before.abs() >= a)).sum())
+        previous.update(current)
+        rows.append(row)
+        if row["epoch"] >= stop_epoch:
+            raise _StopTrace
+
+    with observing(observe):
+        try:
+            METHODS[method]().run(
+                model, data, rate, train_config=train_config, progress=False, **options
+            )
+        except _StopTrace:
+            pass
+    return rows
+
+
+def spike_onsets(
+    rows: list[dict[str, float]], floor: float = 0.99, before: int = 10
+) -> list[dict[str, Any]]:
+    """Where the training accuracy, once at 100%, first fell below ``floor``, epoch by epoch.
+
+    One entry per spike (a spike ends when the accuracy is back at 100%; ``recovered
+    epoch`` is None if that is not within the rows): the onset epoch (the first below
+    ``floor``), the lowest accuracy and its epoch, the learning rate and the method's logs at
+    the onset, and the mean step and threshold crossings summed over the tensors, at the
+    epoch before the onset and ``before`` epochs earlier, to show whether a
+    large step opened the spike.
+    """
+    spikes: list[dict[str, Any]] = []
+    fitted = False
+    current: dict[str, Any] | None = None
+
+    def totals(row: dict[str, float]) -> tuple[float, float]:
+        steps = [v for k, v in row.items() if k.startswith("step_mean_")]
+        crossed = [v for k, v in row.items() if k.startswith("crossed_")]
+        return (sum(steps) / len(steps) if steps else math.nan, sum(crossed))
+
+    for i, row in enumerate(rows):
+        accuracy = row["train_accuracy"]
+        if current is not None:
+            if accuracy < current["lowest train accuracy"]:
+                current["lowest train accuracy"] = accuracy
+                current["lowest epoch"] = row["epoch"]
+            if accuracy >= 1.0:
+                current["recovered epoch"] = row["epoch"]
+                spikes.append(current)
+                current = None
+            continue
+        if fitted and accuracy < floor:
+            prev = rows[i - 1]
+            earlier = rows[max(i - 1 - before, 0)]
+            step_prev, crossed_prev = totals(prev)
+            step_earlier, crossed_earlier = totals(earlier)
+            current = {
+                "onset epoch": row["epoch"],
+                "lr": row["lr"],
+                "lowest train accuracy": accuracy,
+                "lowest epoch": row["epoch"],
+                "recovered epoch": None,
+                "mean step before": step_prev,
+                f"mean step {before} epochs earlier": step_earlier,
+                "crossed before": crossed_prev,
+                f"crossed {before} epochs earlier": crossed_earlier,
+                **{
+                    key: row[key] for key in ("steepness", "alignment", "temperature") if key in row
+                },
+            }
+        fitted = fitted or accuracy >= 1.0
+    if current is not None:
+        spikes.append(current)
+    return spikes

@@ -1,0 +1,121 @@
+"""Per-epoch traces: the trainer's observer, trace_run and spike_onsets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tcmplib.diagnostics import spike_onsets, trace_run
+from tcmplib.train import TrainConfig, build_model, observing, train
+from tests.test_train import TINY, params, stand_in
+
+
+def test_observer_sees_every_epoch_and_changes_nothing() -> None:
+    data = stand_in()
+    config = TrainConfig(epochs=6, eval_every=3, device="cpu")
+    plain = build_model(TINY, seed=1)
+    reference = train(plain, data, config, progress=False)
+
+    seen: list[tuple[dict[str, float], dict[str, torch.Tensor]]] = []
+
+    def observe(row: dict[str, float], model: nn.Module) -> None:
+        seen.append((row, params(model)))
+        row["mutated"] = 1.0  # a copy: the trainer's history must not change
+
+    observed = build_model(TINY, seed=1)
+    with observing(observe):
+        result = train(observed, data, config, progress=False)
+    assert [row for row, _ in seen] != result.history  # the observer wrote into its copies
+    assert result.history == reference.history
+    assert [row["epoch"] for row, _ in seen] == [1, 2, 3, 4, 5, 6]
+    for name, p in params(observed).items():
+        assert torch.equal(p, params(plain)[name])
+    assert torch.equal(seen[-1][1]["wv"], params(observed)["wv"])  # after the epoch's step
+    train(build_model(TINY, seed=1), data, config, progress=False)  # the block has ended
+    assert len(seen) == 6
+
+
+def test_observing_rejects_what_it_cannot_call() -> None:
+    with pytest.raises(TypeError, match="observing: observer"):
+        with observing(42):  # type: ignore[arg-type]
+            pass
+
+
+def test_trace_stops_at_the_epoch_asked_and_measures_the_steps() -> None:
+    data = stand_in()
+    config = TrainConfig(epochs=12, eval_every=6, device="cpu")
+    model = build_model(TINY, seed=0)
+    start = {name: w.detach().clone() for name, w in model.prunable().items()}
+    rows = trace_run("pmp", model, data, 0.5, train_config=config, stop_epoch=4)
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    for name in ("wq", "wk", "wv", "fc"):
+        assert {f"step_mean_{name}", f"step_max_{name}", f"crossed_{name}"} <= rows[0].keys()
+    # The first step, by hand: the latent weights after epoch 1 minus the initial ones.
+    again = build_model(TINY, seed=0)
+    one = trace_run("pmp", again, data, 0.5, train_config=config, stop_epoch=1)
+    after = {name: w.detach() for name, w in again.prunable().items()}
+    delta = (after["fc"] - start["fc"]).abs()
+    assert one[0]["step_mean_fc"] == pytest.approx(float(delta.mean()))
+    assert one[0]["step_max_fc"] == pytest.approx(float(delta.max()))
+    assert one[0] == {k: v for k, v in rows[0].items()}  # stopping later changes nothing before
+
+
+def test_trace_of_a_mask_without_a_threshold_has_no_crossings() -> None:
+    rows = trace_run(
+        "mp",
+        build_model(TINY, seed=0),
+        stand_in(),
+        0.5,
+        train_config=TrainConfig(epochs=4, eval_every=4, device="cpu"),
+        stop_epoch=2,
+    )
+    assert len(rows) == 2 and not any(key.startswith("crossed_") for key in rows[0])
+
+
+@pytest.mark.parametrize("stop", [0, 13, 2.5])
+def test_trace_rejects_a_stop_epoch_outside_the_schedule(stop: object) -> None:
+    with pytest.raises(ValueError, match=r"stop_epoch: expected an integer in \[1, 12\]"):
+        trace_run(
+            "pmp",
+            build_model(TINY),
+            stand_in(),
+            0.5,
+            train_config=TrainConfig(epochs=12, device="cpu"),
+            stop_epoch=stop,  # type: ignore[arg-type]
+        )
+
+
+def _rows(accuracies: list[float]) -> list[dict[str, float]]:
+    return [
+        {
+            "epoch": i + 1,
+            "lr": 0.01 * (i + 1),
+            "train_accuracy": a,
+            "step_mean_wq": 0.1 * (i + 1),
+            "step_mean_fc": 0.3 * (i + 1),
+            "crossed_fc": float(i),
+        }
+        for i, a in enumerate(accuracies)
+    ]
+
+
+def test_spike_onsets_on_a_hand_worked_sequence() -> None:
+    # Epochs:      1    2    3    4    5    6    7     8
+    accuracy = [0.5, 1.0, 1.0, 0.3, 0.2, 1.0, 0.98, 0.995]
+    spikes = spike_onsets(_rows(accuracy), before=2)
+    assert [s["onset epoch"] for s in spikes] == [4, 7]  # epoch 1 is before the fit
+    first, second = spikes
+    assert first["lowest train accuracy"] == 0.2 and first["lowest epoch"] == 5
+    assert first["recovered epoch"] == 6
+    assert first["lr"] == pytest.approx(0.04)
+    # Before the onset = epoch 3: mean over tensors of (0.3, 0.9); 2 epochs earlier = epoch 1.
+    assert first["mean step before"] == pytest.approx(0.6)
+    assert first["mean step 2 epochs earlier"] == pytest.approx(0.2)
+    assert first["crossed before"] == 2.0 and first["crossed 2 epochs earlier"] == 0.0
+    assert second["recovered epoch"] is None  # 0.995 is above the floor but not refitted
+    assert second["lowest train accuracy"] == 0.98
+
+
+def test_no_spike_in_a_run_that_stays_fitted() -> None:
+    assert spike_onsets(_rows([0.4, 1.0, 1.0, 0.995, 1.0])) == []
