@@ -15,8 +15,11 @@ Nothing here changes a run: the trace reads the model through
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,7 +28,10 @@ from tcmplib.model import AttentionGCN
 from tcmplib.pruning import METHODS
 from tcmplib.train import TrainConfig, TrainData, observing
 
-__all__ = ["trace_run", "spike_onsets"]
+if TYPE_CHECKING:  # pandas is imported only when traces are tabulated
+    import pandas as pd
+
+__all__ = ["trace_run", "spike_onsets", "trace_spikes"]
 
 
 class _StopTrace(Exception):
@@ -110,9 +116,10 @@ def spike_onsets(
     One entry per spike (a spike ends when the accuracy is back at 100%; ``recovered
     epoch`` is None if that is not within the rows): the onset epoch (the first below
     ``floor``), the lowest accuracy and its epoch, the learning rate and the method's logs at
-    the onset, and the mean step and threshold crossings summed over the tensors, at the
-    epoch before the onset and ``before`` epochs earlier, to show whether a
-    large step opened the spike.
+    the onset, the mean ``|delta w|`` (the tensors' means, averaged) and the threshold
+    crossings (summed over the tensors) of the step
+    before the onset and of the one ``before`` epochs earlier, to show whether a large step
+    opened the spike, and the largest mean step from the onset to the recovery.
     """
     spikes: list[dict[str, Any]] = []
     fitted = False
@@ -126,13 +133,19 @@ def spike_onsets(
     for i, row in enumerate(rows):
         accuracy = row["train_accuracy"]
         if current is not None:
-            if accuracy < current["lowest train accuracy"]:
-                current["lowest train accuracy"] = accuracy
-                current["lowest epoch"] = row["epoch"]
             if accuracy >= 1.0:
                 current["recovered epoch"] = row["epoch"]
                 spikes.append(current)
                 current = None
+                continue
+            # The step of row e is taken after its accuracy was measured: steps of the
+            # spike are those of the onset epoch up to the epoch before the recovery.
+            current["largest mean step in the spike"] = max(
+                current["largest mean step in the spike"], totals(row)[0]
+            )
+            if accuracy < current["lowest train accuracy"]:
+                current["lowest train accuracy"] = accuracy
+                current["lowest epoch"] = row["epoch"]
             continue
         if fitted and accuracy < floor:
             prev = rows[i - 1]
@@ -149,6 +162,7 @@ def spike_onsets(
                 f"mean step {before} epochs earlier": step_earlier,
                 "crossed before": crossed_prev,
                 f"crossed {before} epochs earlier": crossed_earlier,
+                "largest mean step in the spike": totals(row)[0],
                 **{
                     key: row[key] for key in ("steepness", "alignment", "temperature") if key in row
                 },
@@ -157,3 +171,30 @@ def spike_onsets(
     if current is not None:
         spikes.append(current)
     return spikes
+
+
+def trace_spikes(folder: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per spike of every trace file (``trace_*.json``) in ``folder``.
+
+    Columns: the run (method, rate, seed, the learning-rate cap ``lr_max``, epochs traced),
+    then :func:`spike_onsets`'s fields. A trace without a spike gives one row with ``onset
+    epoch`` empty, so every traced run shows. An empty frame if the folder has no trace.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(Path(folder).glob("trace_*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            run = {
+                "method": record["method"],
+                "rate (%)": 100.0 * float(record["rate"]),
+                "seed": int(record["seed"]),
+                "lr_max": float(record["train_config"]["lr_max"]),
+                "epochs traced": len(record["rows"]),
+            }
+            spikes = spike_onsets(record["rows"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a trace file of scripts/trace_run.py ({err})") from None
+        rows += [{**run, **spike} for spike in spikes] or [{**run, "onset epoch": None}]
+    return pd.DataFrame(rows)

@@ -113,9 +113,37 @@ def test_spike_onsets_on_a_hand_worked_sequence() -> None:
     assert first["mean step before"] == pytest.approx(0.6)
     assert first["mean step 2 epochs earlier"] == pytest.approx(0.2)
     assert first["crossed before"] == 2.0 and first["crossed 2 epochs earlier"] == 0.0
+    assert first["largest mean step in the spike"] == pytest.approx(1.0)  # epoch 5: (0.5+1.5)/2
     assert second["recovered epoch"] is None  # 0.995 is above the floor but not refitted
     assert second["lowest train accuracy"] == 0.98
 
 
 def test_no_spike_in_a_run_that_stays_fitted() -> None:
     assert spike_onsets(_rows([0.4, 1.0, 1.0, 0.995, 1.0])) == []
+
+
+def test_trace_spikes_tabulates_every_trace_file(tmp_path) -> None:
+    import json
+
+    from tcmplib.diagnostics import trace_spikes
+
+    def write(name: str, accuracies: list[float], lr_max: float) -> None:
+        record = {
+            "method": "pmp",
+            "rate": 0.99,
+            "seed": 0,
+            "train_config": {"lr_max": lr_max},
+            "rows": _rows(accuracies),
+        }
+        (tmp_path / name).write_text(json.dumps(record), encoding="utf-8")
+
+    assert trace_spikes(tmp_path).empty
+    write("trace_a.json", [0.5, 1.0, 0.2, 1.0, 0.1], 0.01)
+    write("trace_b.json", [0.5, 1.0, 1.0], 0.002)
+    table = trace_spikes(tmp_path)
+    assert list(table["lr_max"]) == [0.01, 0.01, 0.002]
+    assert list(table["onset epoch"].fillna(-1)) == [3, 5, -1]  # b: traced, no spike
+    assert list(table["epochs traced"]) == [5, 5, 3]
+    (tmp_path / "trace_c.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="trace_c.json: not a trace file"):
+        trace_spikes(tmp_path)
