@@ -119,7 +119,8 @@ def spike_onsets(
     the onset, the mean ``|delta w|`` (the tensors' means, averaged) and the threshold
     crossings (summed over the tensors) of the step
     before the onset and of the one ``before`` epochs earlier, to show whether a large step
-    opened the spike, and the largest mean step from the onset to the recovery.
+    opened the spike, and the largest mean step from the onset to the recovery (and, for PMP,
+    the largest divergence ``alignment`` over the same epochs).
     """
     spikes: list[dict[str, Any]] = []
     fitted = False
@@ -143,6 +144,10 @@ def spike_onsets(
             current["largest mean step in the spike"] = max(
                 current["largest mean step in the spike"], totals(row)[0]
             )
+            if "alignment" in row:
+                current["largest alignment in the spike"] = max(
+                    current["largest alignment in the spike"], row["alignment"]
+                )
             if accuracy < current["lowest train accuracy"]:
                 current["lowest train accuracy"] = accuracy
                 current["lowest epoch"] = row["epoch"]
@@ -166,6 +171,11 @@ def spike_onsets(
                 **{
                     key: row[key] for key in ("steepness", "alignment", "temperature") if key in row
                 },
+                **(
+                    {"largest alignment in the spike": row["alignment"]}
+                    if "alignment" in row
+                    else {}
+                ),
             }
         fitted = fitted or accuracy >= 1.0
     if current is not None:

@@ -114,8 +114,18 @@ def test_spike_onsets_on_a_hand_worked_sequence() -> None:
     assert first["mean step 2 epochs earlier"] == pytest.approx(0.2)
     assert first["crossed before"] == 2.0 and first["crossed 2 epochs earlier"] == 0.0
     assert first["largest mean step in the spike"] == pytest.approx(1.0)  # epoch 5: (0.5+1.5)/2
+    assert "largest alignment in the spike" not in first  # no method log of that name
     assert second["recovered epoch"] is None  # 0.995 is above the floor but not refitted
     assert second["lowest train accuracy"] == 0.98
+
+
+def test_spike_onsets_follow_pmp_divergence_through_the_spike() -> None:
+    rows = _rows([1.0, 0.5, 0.6, 1.0, 1.0])
+    for row, alignment in zip(rows, [0.2, 0.1, 0.7, 0.9, 0.3], strict=True):
+        row["alignment"] = alignment
+    (spike,) = spike_onsets(rows)
+    assert spike["alignment"] == 0.1  # at the onset
+    assert spike["largest alignment in the spike"] == 0.7  # epochs 2-3, not the recovery's
 
 
 def test_no_spike_in_a_run_that_stays_fitted() -> None:
