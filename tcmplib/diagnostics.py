@@ -120,7 +120,8 @@ def spike_onsets(
     crossings (summed over the tensors) of the step
     before the onset and of the one ``before`` epochs earlier, to show whether a large step
     opened the spike, and the largest mean step from the onset to the recovery (and, for PMP,
-    the largest divergence ``alignment`` over the same epochs).
+    the largest divergence ``alignment`` over the same epochs, and its value ``before``
+    epochs before the epoch before the onset).
     """
     spikes: list[dict[str, Any]] = []
     fitted = False
@@ -172,8 +173,11 @@ def spike_onsets(
                     key: row[key] for key in ("steepness", "alignment", "temperature") if key in row
                 },
                 **(
-                    {"largest alignment in the spike": row["alignment"]}
-                    if "alignment" in row
+                    {
+                        "largest alignment in the spike": row["alignment"],
+                        f"alignment {before} epochs earlier": earlier["alignment"],
+                    }
+                    if "alignment" in row and "alignment" in earlier
                     else {}
                 ),
             }

@@ -120,12 +120,13 @@ def test_spike_onsets_on_a_hand_worked_sequence() -> None:
 
 
 def test_spike_onsets_follow_pmp_divergence_through_the_spike() -> None:
-    rows = _rows([1.0, 0.5, 0.6, 1.0, 1.0])
-    for row, alignment in zip(rows, [0.2, 0.1, 0.7, 0.9, 0.3], strict=True):
+    rows = _rows([1.0, 1.0, 0.5, 0.6, 1.0, 1.0])
+    for row, alignment in zip(rows, [0.4, 0.2, 0.1, 0.7, 0.9, 0.3], strict=True):
         row["alignment"] = alignment
-    (spike,) = spike_onsets(rows)
-    assert spike["alignment"] == 0.1  # at the onset
-    assert spike["largest alignment in the spike"] == 0.7  # epochs 2-3, not the recovery's
+    (spike,) = spike_onsets(rows, before=1)
+    assert spike["alignment"] == 0.1  # at the onset, epoch 3
+    assert spike["alignment 1 epochs earlier"] == 0.4  # epoch 1: one before the epoch before
+    assert spike["largest alignment in the spike"] == 0.7  # epochs 3-4, not the recovery's
 
 
 def test_no_spike_in_a_run_that_stays_fitted() -> None:
