@@ -48,6 +48,7 @@ def main() -> None:
     model = build_model(gcn, seed=args.seed)
     overrides = {} if args.lr_max is None else {"lr_max": args.lr_max}
     config = get_profile(args.profile).train_config(seed=args.seed, device=args.device, **overrides)
+    source = git_state()  # the code that trains, not the checkout when it ends
     start = time.perf_counter()
     rows = trace_run(
         args.method, model, data, args.rate, train_config=config, stop_epoch=args.stop_epoch
@@ -66,7 +67,7 @@ def main() -> None:
         "rows": rows,
         "spikes": spikes,
         "provenance": {
-            **git_state(),
+            **source,
             "device": describe_device(resolve_device(args.device)),
             "torch": torch.__version__,
             "python": platform.python_version(),
