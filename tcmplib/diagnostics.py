@@ -5,9 +5,12 @@ accuracy lasts a few dozen epochs and starts within one. :func:`trace_run` train
 the real schedule (its annealing set by the full epoch count) but stops after the first
 ``stop_epoch`` epochs, and records for every epoch the trainer's history row plus what the
 weights did in that epoch's step: the mean and largest ``|delta w|`` of each weight tensor and
-how many weights crossed the method's threshold magnitude (for a band-stop or relaxed mask,
-where it switches). :func:`spike_onsets` then lists where the training accuracy, once
-fitted, fell, with the state just before.
+how many weights crossed the magnitude at which the mask switches, where the mask has a
+fixed one (PMP's band-stop ``a(r)``; the relaxed masks of MP and TCMP switch at a magnitude
+that anneals, and are traced without crossings). Meant for the single-phase methods: a
+two-phase one calls the trainer once per phase, and its epochs would restart at 1.
+:func:`spike_onsets` then lists where the training accuracy, once fitted, fell, with the
+state just before.
 
 Nothing here changes a run: the trace reads the model through
 :func:`tcmplib.train.observing`, so a traced run is the same computation as an untraced one.
@@ -42,11 +45,11 @@ def _latent(model: AttentionGCN) -> dict[str, torch.Tensor]:
     return {name: w.detach().clone() for name, w in model.prunable().items()}
 
 
-def _thresholds(model: nn.Module) -> dict[str, float]:
-    """The magnitude at which each tensor's mask switches, where the mask has one."""
+def _thresholds(model: AttentionGCN) -> dict[str, float]:
+    """The fixed magnitude at which each tensor's mask switches, where the mask has one."""
     found: dict[str, float] = {}
     parametrizations = getattr(model, "parametrizations", {})
-    for name in getattr(model, "prunable", dict)():
+    for name in model.prunable():
         if name in parametrizations:
             for module in parametrizations[name]:
                 threshold = getattr(module, "threshold", None)
