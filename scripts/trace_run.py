@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
-
-import torch
 
 from tcmplib.data import load_dataset
 from tcmplib.diagnostics import spike_onsets, trace_run
 from tcmplib.model import GCNConfig
 from tcmplib.profiles import get_profile
-from tcmplib.sweep import git_state
+from tcmplib.sweep import git_state, provenance
 from tcmplib.train import atomic_write, build_model, describe_device, resolve_device
 
 
@@ -63,16 +61,10 @@ def main() -> None:
         "dataset": args.dataset,
         "profile": args.profile,
         "stop_epoch": args.stop_epoch,
-        "train_config": {k: v for k, v in vars(config).items()},
+        "train_config": asdict(config),
         "rows": rows,
         "spikes": spikes,
-        "provenance": {
-            **source,
-            "device": describe_device(resolve_device(args.device)),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "wall_time_s": round(wall, 3),
-        },
+        "provenance": provenance(describe_device(resolve_device(args.device)), wall, git=source),
     }
     name = f"trace_{args.method}_rate{args.rate:.4f}_seed{args.seed}_lrmax{config.lr_max:g}.json"
     path = atomic_write(
