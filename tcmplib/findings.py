@@ -54,11 +54,13 @@ SPIKE_COLUMNS: tuple[str, ...] = (
     "seed",
     "spikes",
     "first spike epoch",
+    "train CE before",
     "lowest train acc. (%)",
     "lr at the lowest",
     "best test acc. (%)",
     "best epoch",
     "final train acc. (%)",
+    "final train CE",
     "final test acc. (%)",
 )
 
@@ -445,6 +447,11 @@ def oneshot_mp_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ONESHOT_MP_COLUMNS)
 
 
+def _cross_entropy(row: dict[str, float]) -> float:
+    """A history row's training cross entropy, apart from any extra loss where it is recorded."""
+    return float(row.get("ce", row["loss"]))
+
+
 def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) -> pd.DataFrame:
     """Evaluated epochs at which a run that had fitted its training split lost it again.
 
@@ -453,14 +460,17 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
     means the optimisation itself was thrown off, not that it had not converged yet); the
     phases of a two-phase method count separately. One row
     per run of the folder, spikes or not: how many evaluated epochs were spikes, the first,
-    the lowest training accuracy with the learning rate there, the best evaluated test
+    the training cross entropy at the evaluation before it (how close to zero the fitted loss
+    had come), the lowest training accuracy with the learning rate there, the best evaluated test
     accuracy of the last phase and its epoch (to size what a spike cost, not a result: Table 1
-    reports the final epoch), and the final training and test accuracies.
+    reports the final epoch), and the final training accuracy, training cross entropy and test
+    accuracy.
     """
     rows = []
     for record in _records(results_dir):
         config, history = record["config"], record.get("history", [])
-        spikes = []
+        spikes: list[dict[str, float]] = []
+        before_first: dict[str, float] | None = None
         # Phase by phase: a two-phase method's accuracy drop at its mask selection is the
         # pruning itself, and its retraining fits the split anew.
         for phase in dict.fromkeys(row.get("phase", 0.0) for row in history):
@@ -468,8 +478,13 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
             fitted = next(
                 (i for i, row in enumerate(in_phase) if row["train_accuracy"] >= 1.0), None
             )
-            after = in_phase[fitted + 1 :] if fitted is not None else []
-            spikes += [row for row in after if row["train_accuracy"] < floor]
+            if fitted is None:
+                continue
+            after = in_phase[fitted + 1 :]
+            dropped = [i for i, row in enumerate(after) if row["train_accuracy"] < floor]
+            if dropped and not spikes:
+                before_first = in_phase[fitted + dropped[0]]  # the evaluation before it
+            spikes += [after[i] for i in dropped]
         lowest = min(spikes, key=lambda row: row["train_accuracy"]) if spikes else None
         last_phase = history[-1].get("phase", 0.0) if history else 0.0
         evaluated = [  # of the network Table 1 reports: the last phase's
@@ -486,6 +501,7 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
                 "seed": int(config["seed"]),
                 "spikes": len(spikes),
                 "first spike epoch": int(spikes[0]["epoch"]) if spikes else None,
+                "train CE before": _cross_entropy(before_first) if before_first else math.nan,
                 "lowest train acc. (%)": 100.0 * lowest["train_accuracy"] if lowest else math.nan,
                 "lr at the lowest": lowest["lr"] if lowest else math.nan,
                 "best test acc. (%)": 100.0 * best["test_class_avg_accuracy"] if best else math.nan,
@@ -493,6 +509,7 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
                 "final train acc. (%)": 100.0 * history[-1]["train_accuracy"]
                 if history
                 else math.nan,
+                "final train CE": _cross_entropy(history[-1]) if history else math.nan,
                 "final test acc. (%)": 100.0 * float(report["class_avg_accuracy"]),
             }
         )

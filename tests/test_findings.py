@@ -224,7 +224,13 @@ def test_oneshot_mp_ac_sits_next_to_the_papers_mp(tmp_path: Path) -> None:
 
 def test_training_spikes_count_drops_after_the_split_was_fitted(tmp_path: Path) -> None:
     def row(epoch: int, train: float, test: float, lr: float = 0.01) -> dict[str, float]:
-        return {"epoch": epoch, "train_accuracy": train, "test_class_avg_accuracy": test, "lr": lr}
+        return {
+            "epoch": epoch,
+            "train_accuracy": train,
+            "test_class_avg_accuracy": test,
+            "lr": lr,
+            "loss": epoch * 1e-3,
+        }
 
     # Not fitted yet at epoch 50 (0.9 is no spike), fitted at 100, two spikes after it.
     spiky = [
@@ -239,11 +245,14 @@ def test_training_spikes_count_drops_after_the_split_was_fitted(tmp_path: Path) 
     frame = training_spikes(tmp_path).set_index("method")
     pmp, mp = frame.loc["PMP"], frame.loc["MP"]
     assert pmp["spikes"] == 2 and pmp["first spike epoch"] == 150
+    assert pmp["train CE before"] == pytest.approx(0.1)  # the loss at epoch 100
     assert pmp["lowest train acc. (%)"] == pytest.approx(60.0) and pmp["lr at the lowest"] == 0.009
     assert pmp["best test acc. (%)"] == pytest.approx(70.0) and pmp["best epoch"] == 200
     assert pmp["final train acc. (%)"] == pytest.approx(95.0)
+    assert pmp["final train CE"] == pytest.approx(0.25)
     assert pmp["final test acc. (%)"] == pytest.approx(50.0)  # the report's, not the history's
     assert mp["spikes"] == 0 and pd.isna(mp["first spike epoch"])
+    assert pd.isna(mp["train CE before"])
     assert training_spikes(tmp_path, floor=0.999).set_index("method").loc["MP", "spikes"] == 1
 
     # Greedy TC: the drop at its selection (phase 1 starts unfitted) is no spike; a later
@@ -251,10 +260,12 @@ def test_training_spikes_count_drops_after_the_split_was_fitted(tmp_path: Path) 
     phased = [
         {**row(50, 1.0, 0.7), "phase": 0.0},
         {**row(100, 0.3, 0.2), "phase": 1.0},
-        {**row(150, 1.0, 0.6), "phase": 1.0},
+        {**row(150, 1.0, 0.6), "phase": 1.0, "ce": 3e-8},  # CE apart from an extra loss
         {**row(200, 0.8, 0.5), "phase": 1.0},
     ]
     _write_result(tmp_path, "greedy-tc", 0.9, history=phased)
     greedy = training_spikes(tmp_path).set_index("method").loc["TCMP (greedy)"]
     assert greedy["spikes"] == 1 and greedy["first spike epoch"] == 200
+    assert greedy["train CE before"] == 3e-8
+    assert greedy["final train CE"] == pytest.approx(0.2)
     assert greedy["best test acc. (%)"] == pytest.approx(60.0), "the retrained network's best"
