@@ -21,7 +21,11 @@ weights are not kept (nor committed, when the data may not be shared), the struc
 Usage::
 
     python benchmarks/bench_inference.py [--models DIR | --structures DIR] [--batches 1 575]
-        [--repeats 20] [--threads N] [--json OUT]
+        [--repeats 20] [--threads N] [--stages] [--json OUT]
+
+With ``--stages``, each network is also profiled stage by stage (attention, value projection,
+graph convolution, gather, dense layer; :func:`tcmplib.compact.measure_stages`), the dense
+reference as the equivalent compact network with every unit kept.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import torch
 
 from tcmplib.compact import (
     JSON_NAME,
+    STAGES,
     TENSORS_NAME,
     CompactFormatError,
     CompactGCN,
@@ -48,6 +53,7 @@ from tcmplib.compact import (
     load_compact,
     load_structure,
     measure_latency,
+    measure_stages,
     save_compact,
 )
 from tcmplib.model import AttentionGCN, GCNConfig
@@ -217,7 +223,12 @@ def format_table(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) ->
             iqr = stats["p75_ms"] - stats["p25_ms"]
             cells += [f"{stats['median_ms']:.3f}", f"{iqr:.3f}", f"{stats['speedup']:.2f}x"]
         lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return render_table(lines)
+
+
+def render_table(lines: list[list[str]]) -> str:
+    """A header line, a rule and the rows: the first column left-aligned, the rest right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
 
     def render(cells: list[str]) -> str:
         first = cells[0].ljust(widths[0])
@@ -226,6 +237,24 @@ def format_table(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) ->
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([render(lines[0]), rule, *(render(cells) for cells in lines[1:])])
+
+
+def format_stages(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) -> str:
+    """Median ms per stage, one line per (network, batch)."""
+    header = ["network", "batch", *STAGES, "sum"]
+    lines = [header]
+    for network, row in zip(networks, rows, strict=True):
+        for entry in row["stages"]:
+            medians = [entry[stage] for stage in STAGES]
+            cells = [f"{value:.3f}" for value in (*medians, sum(medians))]
+            lines.append([network.name, str(entry["batch"]), *cells])
+    return render_table(lines)
+
+
+def stage_model(model: CompactGCN | AttentionGCN) -> CompactGCN:
+    # The dense network is profiled as its compact equivalent with every unit kept (same
+    # tensors, no gather).
+    return model if isinstance(model, CompactGCN) else compact_model(model)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -244,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed forward passes first")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument(
+        "--stages", action="store_true", help="also time each stage of the forward pass"
+    )
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or min(args.batches) < 1:
@@ -264,20 +296,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     generator = torch.Generator().manual_seed(args.seed)
     timings: list[list[LatencyStats]] = [[] for _ in networks]
+    stages: list[list[dict[str, Any]]] = [[] for _ in networks]
+    timed = {"repeats": args.repeats, "warmup": args.warmup, "threads": args.threads}
     for batch in args.batches:
         inputs = torch.randn(batch, config.nodes, config.d_in, generator=generator)
-        for timing, network in zip(timings, networks, strict=True):
-            timing.append(
-                measure_latency(
-                    network.model,
-                    inputs,
-                    repeats=args.repeats,
-                    warmup=args.warmup,
-                    threads=args.threads,
+        for timing, staged, network in zip(timings, stages, networks, strict=True):
+            timing.append(measure_latency(network.model, inputs, **timed))
+            if args.stages:
+                by_stage = measure_stages(stage_model(network.model), inputs, **timed)
+                staged.append(
+                    {"batch": batch, **{name: s.median_ms for name, s in by_stage.items()}}
                 )
-            )
     rows = []
-    for network, timing in zip(networks, timings, strict=True):
+    for network, timing, staged in zip(networks, timings, stages, strict=True):
         latency = [
             {**asdict(stats), "speedup": reference.median_ms / stats.median_ms}
             for stats, reference in zip(timing, timings[0], strict=True)
@@ -290,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "stored_values": network.stored_values,
                 "file_bytes": network.file_bytes,
                 "latency": latency,
+                **({"stages": staged} if args.stages else {}),
             }
         )
 
@@ -323,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "timings are unreliable (try --threads 1)\n"
         )
     print(format_table(networks, rows))
+    if args.stages:
+        print("\nmedian ms per stage of the forward pass\n")
+        print(format_stages(networks, rows))
 
     if args.json is not None:
         document = {

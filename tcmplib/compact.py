@@ -32,6 +32,7 @@ network of that structure for timing once the weights are gone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -39,7 +40,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ __all__ = [
     "summarize_compaction",
     "LatencyStats",
     "measure_latency",
+    "STAGES",
+    "measure_stages",
 ]
 
 FORMAT_NAME = "tcmplib-compact-gcn"
@@ -158,6 +161,34 @@ class CompactGCN(nn.Module):
     def num_nonzero(self) -> int:
         return sum(int(p.count_nonzero()) for p in self.parameters())
 
+    # The forward pass in its stages (:data:`STAGES`), so that a profile times the same code.
+
+    def attention(self, x: Tensor) -> Tensor:
+        """Row-stochastic attention of every kept head: (batch, heads, nodes, nodes)."""
+        q = torch.einsum("bnd,hde->bhne", x, self.wq)
+        k = torch.einsum("bnd,hde->bhne", x, self.wk)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
+        return torch.softmax(scores, dim=-1)
+
+    def values(self, x: Tensor) -> Tensor:
+        """The kept convolution channels of every node: (batch, nodes, channels)."""
+        # Gathers copy activations (at batch 575 the dense-layer input is ~100 MB); skip them
+        # when nothing is dropped, as at low rates where every unit is still live.
+        inputs = x if self._all_inputs else x[..., self.value_inputs]
+        return inputs @ self.wv
+
+    def convolution(self, attention: Tensor, values: Tensor) -> Tensor:
+        """Every (node, head, channel) output of the graph convolution, flattened in that order."""
+        hidden = torch.relu(torch.einsum("bhnm,bmc->bnhc", attention, values))
+        return hidden.reshape(values.shape[0], -1)
+
+    def gather(self, features: Tensor) -> Tensor:
+        """The convolution outputs that the dense layer keeps."""
+        return features if self._all_fc_rows else features[:, self.fc_rows]
+
+    def dense(self, features: Tensor) -> Tensor:
+        return features @ self.fc
+
     def forward(self, x: Tensor) -> Tensor:
         config = self.config
         if x.dim() != 3 or x.shape[1:] != (config.nodes, config.d_in):
@@ -165,19 +196,7 @@ class CompactGCN(nn.Module):
                 f"CompactGCN input: expected (batch, {config.nodes}, {config.d_in}), "
                 f"got {tuple(x.shape)}"
             )
-        q = torch.einsum("bnd,hde->bhne", x, self.wq)
-        k = torch.einsum("bnd,hde->bhne", x, self.wk)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(config.qk_dim)
-        attention = torch.softmax(scores, dim=-1)
-        # Gathers copy activations (at batch 575 the dense-layer input is ~100 MB); skip them
-        # when nothing is dropped, as at low rates where every unit is still live.
-        inputs = x if self._all_inputs else x[..., self.value_inputs]
-        values = inputs @ self.wv
-        hidden = torch.relu(torch.einsum("bhnm,bmc->bnhc", attention, values))
-        features = hidden.reshape(x.shape[0], -1)
-        if not self._all_fc_rows:
-            features = features[:, self.fc_rows]
-        return features @ self.fc
+        return self.dense(self.gather(self.convolution(self.attention(x), self.values(x))))
 
 
 def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[int, ...]]:
@@ -678,6 +697,46 @@ def _positive_int(value: object, name: str, minimum: int) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _timing(model: nn.Module, inputs: Tensor, threads: int | None) -> Iterator[int]:
+    """Eval mode, inference mode and ``threads`` for a measurement, all restored afterwards;
+    yields the thread count in use."""
+    if not isinstance(inputs, Tensor) or inputs.dim() < 1:
+        raise ValueError("inputs: expected a tensor with a batch axis")
+    if threads is not None:
+        threads = _positive_int(threads, "threads", 1)
+    previous_threads = torch.get_num_threads()
+    was_training = model.training
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model.eval()
+        with torch.inference_mode():
+            yield torch.get_num_threads()
+    finally:
+        model.train(was_training)
+        if threads is not None:
+            torch.set_num_threads(previous_threads)
+
+
+def _synchronize(inputs: Tensor) -> None:
+    # CUDA kernels are asynchronous: without this the clock would stop at their launch.
+    if inputs.device.type == "cuda":
+        torch.cuda.synchronize(inputs.device)
+
+
+def _stats(durations: list[float], batch: int, threads: int) -> LatencyStats:
+    ordered = sorted(durations)
+    return LatencyStats(
+        median_ms=_quantile(ordered, 0.5),
+        p25_ms=_quantile(ordered, 0.25),
+        p75_ms=_quantile(ordered, 0.75),
+        repeats=len(durations),
+        batch=batch,
+        threads=threads,
+    )
+
+
 def measure_latency(
     model: nn.Module,
     inputs: Tensor,
@@ -694,44 +753,61 @@ def measure_latency(
     inputs, each call is synchronised before the clock stops; kernels are asynchronous and
     would otherwise be timed at launch.
     """
-    if not isinstance(inputs, Tensor) or inputs.dim() < 1:
-        raise ValueError("inputs: expected a tensor with a batch axis")
     repeats = _positive_int(repeats, "repeats", 1)
     warmup = _positive_int(warmup, "warmup", 0)
-    if threads is not None:
-        threads = _positive_int(threads, "threads", 1)
-
-    def synchronize() -> None:
-        if inputs.device.type == "cuda":
-            torch.cuda.synchronize(inputs.device)
-
-    previous_threads = torch.get_num_threads()
-    was_training = model.training
     durations: list[float] = []
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        used_threads = torch.get_num_threads()
-        model.eval()
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(inputs)
-            synchronize()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(inputs)
-                synchronize()
-                durations.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        model.train(was_training)
-        if threads is not None:
-            torch.set_num_threads(previous_threads)
-    ordered = sorted(durations)
-    return LatencyStats(
-        median_ms=_quantile(ordered, 0.5),
-        p25_ms=_quantile(ordered, 0.25),
-        p75_ms=_quantile(ordered, 0.75),
-        repeats=repeats,
-        batch=int(inputs.shape[0]),
-        threads=used_threads,
-    )
+    with _timing(model, inputs, threads) as used_threads:
+        for _ in range(warmup):
+            model(inputs)
+        _synchronize(inputs)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(inputs)
+            _synchronize(inputs)
+            durations.append((time.perf_counter() - start) * 1000.0)
+    return _stats(durations, int(inputs.shape[0]), used_threads)
+
+
+#: The stages of :class:`CompactGCN`'s forward pass, in order: the attention of every head,
+#: the value projection (the convolution's weights), the graph convolution with its ReLU,
+#: the gather of the outputs the dense layer keeps, and the dense layer.
+STAGES: tuple[str, ...] = ("attention", "values", "convolution", "gather", "dense")
+
+
+def measure_stages(
+    model: CompactGCN,
+    inputs: Tensor,
+    *,
+    repeats: int = 20,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> dict[str, LatencyStats]:
+    """Time each of the :data:`STAGES` of ``model``'s forward pass, pass after pass.
+
+    Each timed pass runs the stages in order on the previous stage's output, as ``forward``
+    does, and clocks them one by one (same modes and threads as :func:`measure_latency`), so
+    the medians say where a forward pass spends its time; their sum is close to, not equal
+    to, the median of whole passes.
+    """
+    repeats = _positive_int(repeats, "repeats", 1)
+    warmup = _positive_int(warmup, "warmup", 0)
+    durations: dict[str, list[float]] = {stage: [] for stage in STAGES}
+
+    def clocked(stage: str, function: Callable[..., Tensor], *args: Tensor) -> Tensor:
+        start = time.perf_counter()
+        out = function(*args)
+        _synchronize(inputs)
+        durations[stage].append((time.perf_counter() - start) * 1000.0)
+        return out
+
+    with _timing(model, inputs, threads) as used_threads:
+        for _ in range(warmup + repeats):
+            attention = clocked("attention", model.attention, inputs)
+            values = clocked("values", model.values, inputs)
+            features = clocked("convolution", model.convolution, attention, values)
+            kept = clocked("gather", model.gather, features)
+            clocked("dense", model.dense, kept)
+    batch = int(inputs.shape[0])
+    return {
+        stage: _stats(times[warmup:], batch, used_threads) for stage, times in durations.items()
+    }

@@ -28,6 +28,7 @@ __all__ = [
     "STRUCTURE_COLUMNS",
     "benchmark_kind",
     "load_inference",
+    "load_stages",
     "load_structures",
     "machine_summary",
     "plot_latency",
@@ -151,6 +152,57 @@ def load_inference(
     for column in ("seed", "kept weights", "stored values"):
         frame[column] = frame[column].astype("Int64")
     return frame.drop(columns=["_dense", "_rank"]).reset_index(drop=True)
+
+
+def load_stages(
+    path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
+    """Where each timed network spends its forward pass: one row per (network, batch).
+
+    Reads the per-stage medians that ``bench_inference.py --stages`` writes (the stages of
+    :data:`tcmplib.compact.STAGES`, in ms), with the run columns of :func:`load_inference`,
+    the sum of the stages and the median of whole forward passes at that batch. Empty when
+    the benchmark was run without ``--stages``.
+    """
+    from tcmplib.compact import STAGES
+
+    source = Path(path)
+    document = _read(source)
+    by_name = _runs_by_name(results_dir)
+    rows = []
+    for number, entry in enumerate(document["rows"]):
+        forward = {int(stats["batch"]): float(stats["median_ms"]) for stats in entry["latency"]}
+        for staged in entry.get("stages", []):
+            if not isinstance(staged, dict) or any(k not in staged for k in ("batch", *STAGES)):
+                raise ValueError(
+                    f"{source}: rows[{number}].stages: expected entries with {['batch', *STAGES]}"
+                )
+            batch = int(staged["batch"])
+            times = {f"{stage} ms": round(float(staged[stage]), 3) for stage in STAGES}
+            rows.append(
+                {
+                    "network": entry["name"],
+                    **_run_columns(by_name.get(entry["name"])),
+                    "_dense": bool(entry["dense"]),
+                    "batch": batch,
+                    **times,
+                    "sum ms": round(sum(times.values()), 3),
+                    "forward ms": round(forward[batch], 3) if batch in forward else None,
+                }
+            )
+    columns = [
+        *INFERENCE_COLUMNS[:4],
+        "batch",
+        *(f"{s} ms" for s in STAGES),
+        "sum ms",
+        "forward ms",
+    ]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    rows.sort(key=lambda row: (row["batch"], *_sort_key(row)))
+    frame = pd.DataFrame(rows)
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame[columns].reset_index(drop=True)
 
 
 def benchmark_kind(document: dict[str, Any]) -> str:

@@ -12,7 +12,15 @@ from types import ModuleType
 import pytest
 import torch
 
-from tcmplib.compact import LatencyStats, compact_model, measure_latency, save_compact
+from tcmplib.compact import (
+    STAGES,
+    CompactGCN,
+    LatencyStats,
+    compact_model,
+    measure_latency,
+    measure_stages,
+    save_compact,
+)
 from tcmplib.model import AttentionGCN, GCNConfig
 from tcmplib.topology import magnitude_masks
 
@@ -67,6 +75,48 @@ def test_measure_latency_rejects_bad_arguments(keyword: str, value: object) -> N
 def test_measure_latency_rejects_inputs_without_batch_axis() -> None:
     with pytest.raises(ValueError, match="inputs"):
         measure_latency(AttentionGCN(TOY), torch.tensor(1.0))
+
+
+def test_stages_compose_the_forward_pass() -> None:
+    model = AttentionGCN(TOY)
+    compact = compact_model(model, magnitude_masks(model, 0.5))
+    assert not compact._all_fc_rows, "the gather stage must have something to drop"
+    x = toy_inputs(3)
+    with torch.no_grad():
+        staged = compact.dense(
+            compact.gather(compact.convolution(compact.attention(x), compact.values(x)))
+        )
+        assert torch.equal(staged, compact(x))
+
+
+class SlowGather(CompactGCN):
+    """A compact network whose gather takes 30 ms more: the profile must charge it there."""
+
+    def gather(self, features: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(0.03)
+        return super().gather(features)
+
+
+def test_measure_stages_charges_each_stage_its_own_time() -> None:
+    compact = compact_model(AttentionGCN(TOY))
+    slow = SlowGather(compact.config, compact.kept, dict(compact.named_parameters()))
+    slow.train()
+    before = torch.get_num_threads()
+    stages = measure_stages(slow, toy_inputs(4), repeats=3, warmup=1, threads=1)
+    assert list(stages) == list(STAGES)
+    assert all((s.batch, s.repeats, s.threads) == (4, 3, 1) for s in stages.values())
+    assert stages["gather"].p25_ms >= 30.0
+    assert all(stages[name].median_ms < 30.0 for name in STAGES if name != "gather")
+    assert torch.get_num_threads() == before and slow.training
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("repeats", 0), ("warmup", -1), ("threads", 0)])
+def test_measure_stages_rejects_bad_arguments(keyword: str, value: object) -> None:
+    compact = compact_model(AttentionGCN(TOY))
+    with pytest.raises(ValueError, match=keyword):
+        measure_stages(compact, toy_inputs(2), **{keyword: value})  # type: ignore[arg-type]
 
 
 def test_demo_mode_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,3 +252,19 @@ def test_twins_script_times_each_saved_network_against_its_twin(
     with pytest.raises(SystemExit) as raised:
         twins.main(["--models", str(tmp_path / "nowhere")])
     assert raised.value.code == 2 and "expected a folder" in capsys.readouterr().err
+
+
+def test_stages_flag_profiles_every_network_at_every_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models, out = tmp_path / "models", tmp_path / "bench.json"
+    for name, rate in (("baseline_rate0.0000_seed0_000000000000", 0.0), ("mp_x", 0.75)):
+        save_toy(models / name, rate)
+    argv = ["--models", str(models), "--repeats", "1", "--batches", "1", "3", "--json", str(out)]
+    load_script().main(argv)
+    assert "stages" not in json.loads(out.read_text())["rows"][0], "only when asked"
+    load_script().main([*argv, "--stages"])
+    assert "median ms per stage" in capsys.readouterr().out
+    for row in json.loads(out.read_text())["rows"]:
+        assert [entry["batch"] for entry in row["stages"]] == [1, 3]
+        assert all(entry[stage] > 0.0 for entry in row["stages"] for stage in STAGES)
