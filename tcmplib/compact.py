@@ -73,6 +73,8 @@ __all__ = [
     "measure_latency",
     "STAGES",
     "measure_stages",
+    "SCATTER_MIN_SHARE",
+    "SCATTER_MIN_BATCH",
 ]
 
 FORMAT_NAME = "tcmplib-compact-gcn"
@@ -107,6 +109,16 @@ class KeptIndices:
         return max((len(columns) for columns in self.qk_columns), default=0)
 
 
+#: The dense layer gathers the convolution outputs it keeps, except in batches of at least
+#: ``SCATTER_MIN_BATCH`` sequences when it keeps at least ``SCATTER_MIN_SHARE`` of them: there,
+#: gathering scattered columns of the large activation costs more than multiplying every
+#: output by the layer's weights scattered into a zero-filled matrix. Both thresholds are read
+#: off ``benchmarks/bench_gather.py`` (the README quotes its table), with a margin: at batch 1
+#: the gather is always cheaper.
+SCATTER_MIN_SHARE = 0.5
+SCATTER_MIN_BATCH = 256
+
+
 class CompactGCN(nn.Module):
     """The attention GCN restricted to its live units; same input and output as the original.
 
@@ -137,6 +149,8 @@ class CompactGCN(nn.Module):
         grid = config.nodes * len(kept.heads) * len(kept.channels)
         self._all_inputs = kept.value_inputs == tuple(range(config.d_in))
         self._all_fc_rows = bool(torch.equal(self.fc_rows, torch.arange(grid)))
+        self._grid = grid
+        self._kept_share = len(kept.fc_inputs) / grid if grid else 0.0
 
     @staticmethod
     def _fc_rows(config: GCNConfig, kept: KeptIndices) -> Tensor:
@@ -182,11 +196,27 @@ class CompactGCN(nn.Module):
         hidden = torch.relu(torch.einsum("bhnm,bmc->bnhc", attention, values))
         return hidden.reshape(values.shape[0], -1)
 
+    def scatters(self, batch: int) -> bool:
+        """Whether the dense layer takes every convolution output at this batch size, its
+        weights scattered into a zero-filled matrix, instead of gathering the kept ones."""
+        return (
+            not self._all_fc_rows
+            and batch >= SCATTER_MIN_BATCH
+            and self._kept_share >= SCATTER_MIN_SHARE
+        )
+
     def gather(self, features: Tensor) -> Tensor:
-        """The convolution outputs that the dense layer keeps."""
-        return features if self._all_fc_rows else features[:, self.fc_rows]
+        """The convolution outputs that the dense layer keeps (all, where it scatters)."""
+        if self._all_fc_rows or self.scatters(features.shape[0]):
+            return features
+        return features[:, self.fc_rows]
 
     def dense(self, features: Tensor) -> Tensor:
+        if self.scatters(features.shape[0]):
+            # Rebuilt at each call rather than stored, so that it never goes stale and the
+            # network holds its compact weights only (bench_gather.py times it with the rest).
+            rows = self.fc.new_zeros(self._grid, self.fc.shape[1])
+            return features @ rows.index_copy(0, self.fc_rows, self.fc)
         return features @ self.fc
 
     def forward(self, x: Tensor) -> Tensor:

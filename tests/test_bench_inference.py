@@ -268,3 +268,23 @@ def test_stages_flag_profiles_every_network_at_every_batch(
     for row in json.loads(out.read_text())["rows"]:
         assert [entry["batch"] for entry in row["stages"]] == [1, 3]
         assert all(entry[stage] > 0.0 for entry in row["stages"] for stage in STAGES)
+
+
+def test_gather_benchmark_prints_one_line_per_batch_and_share(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_gather", SCRIPT.parent / "bench_gather.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--batches", "1", "2", "--shares", "0.1", "0.9", "--repeats", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:]]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("1", "0.10"),
+        ("1", "0.90"),
+        ("2", "0.10"),
+        ("2", "0.90"),
+    ]
+    assert all(row[4] in ("gather", "scatter") for row in rows)
+    with pytest.raises(SystemExit):
+        module.main(["--shares", "1.5"])

@@ -283,6 +283,29 @@ def test_nothing_pruned_takes_the_gather_free_path_and_agrees() -> None:
         assert torch.allclose(compact(x), model(x), atol=1e-5)
 
 
+def test_large_batches_scatter_the_dense_layer_and_agree() -> None:
+    from tcmplib.compact import SCATTER_MIN_BATCH, SCATTER_MIN_SHARE
+
+    model = model_with_seed(MID, 3)
+    compact = compact_model(model, magnitude_masks(model, 0.5))
+    share = len(compact.kept.fc_inputs) / compact._grid
+    assert SCATTER_MIN_SHARE <= share < 1.0, "keeps enough dense-layer inputs to scatter"
+    assert compact.scatters(SCATTER_MIN_BATCH) and not compact.scatters(SCATTER_MIN_BATCH - 1)
+    x = inputs(MID, batch=SCATTER_MIN_BATCH)
+    with torch.no_grad():
+        scattered = compact(x)  # every output times the zero-filled weights
+        gathered = torch.cat([compact(x[i : i + 1]) for i in range(len(x))])
+        features = compact.convolution(compact.attention(x), compact.values(x))
+        assert compact.gather(features).shape[1] == compact._grid, "nothing gathered"
+        assert torch.allclose(scattered, gathered, atol=1e-5)
+        assert torch.allclose(
+            scattered, masked_copy(model, magnitude_masks(model, 0.5))(x), atol=1e-5
+        )
+    sparse = compact_model(model, magnitude_masks(model_with_seed(MID, 3, unit_scale=True), 0.99))
+    assert len(sparse.kept.fc_inputs) / sparse._grid < SCATTER_MIN_SHARE
+    assert not sparse.scatters(10_000), "few kept outputs: always gathered"
+
+
 # --------------------------------------------------------------------------- structures
 
 
