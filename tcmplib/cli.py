@@ -281,6 +281,11 @@ def _add_table(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     table.add_argument("results", type=Path, help="results folder written by `tcmp sweep`")
     table.add_argument("--paper", action="store_true", help="add the paper's published numbers")
     table.add_argument(
+        "--times",
+        action="store_true",
+        help="print the training times by device and method instead of Table 1-right",
+    )
+    table.add_argument(
         "--out", type=Path, default=None, help="also write the table to a .md or .csv file"
     )
     table.set_defaults(handler=_run_table)
@@ -294,7 +299,10 @@ def _run_table(args: argparse.Namespace) -> int:
         if not len(results):
             print(f"tcmp table: {args.results}: no result files (*.json) there", file=sys.stderr)
             return 2
-        frame = tables.table1_right(results)
+        if args.times and args.paper:
+            print("tcmp table: --times and --paper: expected at most one of them", file=sys.stderr)
+            return 2
+        frame = tables.training_times(results) if args.times else tables.table1_right(results)
         if args.paper:
             frame = tables.compare_with_paper(frame)
         print(tables.to_markdown(frame))

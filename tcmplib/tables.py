@@ -51,6 +51,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "TABLE_COLUMNS",
     "COMPARISON_COLUMNS",
+    "TIME_COLUMNS",
     "INDEX_NAMES",
     "method_label",
     "method_rank",
@@ -58,6 +59,7 @@ __all__ = [
     "load_results",
     "aggregate_seeds",
     "table1_right",
+    "training_times",
     "paper_table1_right",
     "paper_table1_left",
     "compare_with_paper",
@@ -398,6 +400,40 @@ def table1_right(results: pd.DataFrame) -> pd.DataFrame:
         index=index,
     )
     return table[list(TABLE_COLUMNS)]
+
+
+#: Columns of :func:`training_times`.
+TIME_COLUMNS: tuple[str, ...] = ("runs", "median (s)", "min (s)", "max (s)", "total (h)")
+
+
+def training_times(results: pd.DataFrame) -> pd.DataFrame:
+    """Training time of the runs, by device and method: count, median, range, total.
+
+    ``results`` is a frame of :func:`load_results`; times are the reports' ``wall_time_s``
+    (the training of a run, summed over the calls of a resumed one). Grouped by the
+    report's device string, which names the thread count ("cpu (1 threads)"), since runs on
+    different devices are not comparable; rows are sorted by device, then in
+    :data:`METHOD_ORDER`. The index is ``(device, method_key)``; seconds are rounded to
+    integers and the total to 0.01 h, as printed.
+    """
+    missing = [name for name in ("device", "method", "wall_time_s") if name not in results]
+    if missing:
+        raise ValueError(f"results: expected the columns of load_results, missing {missing}")
+    grouped = results.groupby(["device", "method"])["wall_time_s"]
+    table = pd.DataFrame(
+        {
+            "runs": grouped.count().astype("int64"),
+            "median (s)": grouped.median().round().astype("int64"),
+            "min (s)": grouped.min().round().astype("int64"),
+            "max (s)": grouped.max().round().astype("int64"),
+            "total (h)": (grouped.sum() / 3600.0).round(2),
+        }
+    )
+    table.index = table.index.set_names(["device", "method_key"])
+    order = sorted(table.index, key=lambda row: (str(row[0]), method_rank(str(row[1]))))
+    return table.reindex(pd.MultiIndex.from_tuples(order, names=table.index.names))[
+        list(TIME_COLUMNS)
+    ]
 
 
 def _paper_tc(value: str) -> str:

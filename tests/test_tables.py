@@ -366,6 +366,52 @@ def test_write_table_unknown_suffix(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+# --------------------------------------------------------------------------- training times
+
+
+def _timed(method: str, rate: float, seed: int, seconds: float, device: str) -> dict[str, Any]:
+    document = _result(method, rate, seed, 0.5)
+    document["report"].update(wall_time_s=seconds, device=device)
+    return document
+
+
+def test_training_times_by_device_and_method(tmp_path: Path) -> None:
+    one, two = "cpu (1 threads)", "cpu (2 threads)"
+    for name, args in {
+        "a.json": ("tcmp", 0.95, 0, 100.4, one),
+        "b.json": ("tcmp", 0.95, 1, 300.0, one),
+        "c.json": ("tcmp", 0.99, 0, 250.0, one),
+        "d.json": ("mp", 0.95, 0, 3600.0, one),
+        "e.json": ("mp", 0.95, 1, 7200.0, two),
+        "f.json": ("baseline", 0.0, 0, 10.0, two),
+    }.items():
+        _write(tmp_path, name, _timed(*args))
+    times = tables.training_times(load_results(tmp_path))
+    assert list(times.columns) == list(tables.TIME_COLUMNS)
+    # By device, then in the paper's method order (the baseline before MP before TCMP).
+    assert list(times.index) == [(one, "mp"), (one, "tcmp"), (two, "baseline"), (two, "mp")]
+    tcmp = times.loc[(one, "tcmp")]
+    assert tcmp.tolist() == [3, 250, 100, 300, round(650.4 / 3600, 2)]
+    assert times.loc[(two, "mp"), "total (h)"] == 2.0
+    assert times.loc[(one, "mp"), "median (s)"] == 3600
+
+
+def test_training_times_checks_its_input() -> None:
+    with pytest.raises(ValueError, match=r"missing \['device'\]"):
+        tables.training_times(pd.DataFrame({"method": ["mp"], "wall_time_s": [1.0]}))
+
+
+def test_cli_table_times(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tcmplib import cli
+
+    assert cli.main(["table", str(results_dir), "--times"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split("|")[1:3] == [" device          ", " method_key "]
+    assert len(out) == 2 + 5  # one device, five methods
+    assert cli.main(["table", str(results_dir), "--times", "--paper"]) == 2
+    assert "at most one" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- plots
 
 
