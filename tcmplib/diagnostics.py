@@ -58,6 +58,27 @@ def _thresholds(model: AttentionGCN) -> dict[str, float]:
     return found
 
 
+def _accessibility_counts(model: AttentionGCN) -> dict[str, float]:
+    """Per tensor, the crisp mask's kept weights and those on A-C connections (TCMP only).
+
+    Read from the accessibility networks the masks share, evaluated on the weights after the
+    step (the trainer's own logs are the totals before it). Empty for other masks.
+    """
+    parametrizations = getattr(model, "parametrizations", {})
+    for name in model.prunable():
+        for module in parametrizations[name] if name in parametrizations else ():
+            networks = getattr(module, "networks", None)
+            if networks is not None:
+                with torch.no_grad():
+                    state = networks.evaluate()
+                counts: dict[str, float] = {}
+                for tensor, kept in state.kept.items():
+                    counts[f"kept_{tensor}"] = float(kept.sum())
+                    counts[f"kept_ac_{tensor}"] = float((kept * state.gate[tensor]).sum())
+                return counts
+    return {}
+
+
 def trace_run(
     method: str,
     model: AttentionGCN,
@@ -74,6 +95,8 @@ def trace_run(
     measured before the epoch's step, the method's logs) plus, per weight tensor ``t``,
     ``step_mean_t`` and ``step_max_t`` (``|delta w|`` of the step) and ``crossed_t`` (weights
     whose ``|w|`` passed the mask's threshold in the step; absent for masks without one).
+    TCMP's rows also give, per tensor, ``kept_t`` (the crisp mask's kept weights after the
+    step) and ``kept_ac_t`` (those of them on accessible and co-accessible connections).
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(sorted(METHODS))}, got {method!r}")
@@ -96,6 +119,7 @@ def trace_run(
             if name in thresholds:
                 a = thresholds[name]
                 row[f"crossed_{name}"] = float(((w.abs() >= a) != (before.abs() >= a)).sum())
+        row.update(_accessibility_counts(observed))
         previous.update(current)
         rows.append(row)
         if row["epoch"] >= stop_epoch:

@@ -6,7 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from tcmplib.diagnostics import spike_onsets, trace_run
+from tcmplib.diagnostics import _accessibility_counts, spike_onsets, trace_run
+from tcmplib.model import PRUNABLE
+from tcmplib.pruning.masks import attach, psi
+from tcmplib.pruning.tcmp import AccessibilityMask, AccessibilityNetworks
+from tcmplib.topology import analyze
 from tcmplib.train import TrainConfig, build_model, observing, train
 from tests.test_train import TINY, params, stand_in
 
@@ -71,6 +75,48 @@ def test_trace_of_a_mask_without_a_threshold_has_no_crossings() -> None:
         stop_epoch=2,
     )
     assert len(rows) == 2 and not any(key.startswith("crossed_") for key in rows[0])
+
+
+def test_trace_of_tcmp_counts_kept_and_ac_weights_per_tensor() -> None:
+    config = TrainConfig(epochs=4, eval_every=4, device="cpu")
+    rows = trace_run(
+        "tcmp", build_model(TINY, seed=0), stand_in(), 0.5, train_config=config, stop_epoch=3
+    )
+    again = build_model(TINY, seed=0)
+    trace_run("tcmp", again, stand_in(), 0.5, train_config=config, stop_epoch=3)
+    # By hand, on the weights after the third step: psi >= 1/2 at that epoch's temperature,
+    # then the A-C connections of that crisp mask.
+    networks = again.parametrizations["fc"][0].networks
+    temperature = networks.temperature
+    crisp = {n: psi(w.detach(), temperature) >= 0.5 for n, w in again.prunable().items()}
+    effective = analyze(crisp, again.config).effective_masks
+    for name in ("wq", "wk", "wv", "fc"):
+        assert rows[-1][f"kept_{name}"] == float(crisp[name].sum())
+        assert rows[-1][f"kept_ac_{name}"] == float(effective[name].sum())
+    assert len(rows) == 3 and "kept_ac_fc" in rows[0]
+
+
+def test_accessibility_counts_miss_a_dead_channel() -> None:
+    # TINY: wv (6, 4), fc (40, 3) with fc rows in (node, head, channel) order. Every weight
+    # is far above the band except channel 0's value weights, which are 0: channel 0 carries
+    # nothing, so its 5 nodes x 2 heads x 3 classes = 30 kept fc weights are not A-C.
+    model = build_model(TINY, seed=0)
+    with torch.no_grad():
+        for w in model.prunable().values():
+            w.fill_(1.0)
+        model.wv[:, 0] = 0.0
+    networks = AccessibilityNetworks(model.config, temperature=1e-4, tau=0.5)
+    networks.bind(model.prunable())
+    attach(model, {name: AccessibilityMask(name, networks) for name in PRUNABLE})
+    networks.bind(model.prunable())
+    counts = _accessibility_counts(model)
+    assert counts == {
+        "kept_wq": 36.0, "kept_ac_wq": 36.0,
+        "kept_wk": 36.0, "kept_ac_wk": 36.0,
+        "kept_wv": 18.0, "kept_ac_wv": 18.0,
+        "kept_fc": 120.0, "kept_ac_fc": 90.0,
+    }  # fmt: skip
+    assert _accessibility_counts(build_model(TINY, seed=0)) == {}  # no TCMP mask: nothing
 
 
 @pytest.mark.parametrize("stop", [0, 13, 2.5])
