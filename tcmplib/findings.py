@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from tcmplib.pruning.masks import keep_count
 from tcmplib.tables import INDEX_NAMES, load_results, method_label, paper_table1_right
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "oneshot_mp_ac",
     "SPIKE_COLUMNS",
     "training_spikes",
+    "OFF_AC_COLUMNS",
+    "kept_off_ac",
 ]
 
 #: Columns of :func:`training_spikes`.
@@ -61,6 +64,21 @@ SPIKE_COLUMNS: tuple[str, ...] = (
     "best epoch",
     "final train acc. (%)",
     "final train CE",
+    "final test acc. (%)",
+)
+
+#: Columns of :func:`kept_off_ac`.
+OFF_AC_COLUMNS: tuple[str, ...] = (
+    "rate (%)",
+    "seed",
+    "budget",
+    "most kept off A-C",
+    "kept off A-C at the end",
+    "largest rise of kept A-C",
+    "rise by epoch",
+    "learned rate (%)",
+    "projected",
+    "edges moved by projection",
     "final test acc. (%)",
 )
 
@@ -514,3 +532,50 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
             }
         )
     return pd.DataFrame(rows, columns=SPIKE_COLUMNS)
+
+
+def kept_off_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """TCMP's crisp mask during training: the kept weights that are not on A-C connections.
+
+    TCMP's budget counts the kept weights on accessible and co-accessible connections
+    (``learned_rate``); its crisp mask may keep more (``hard_rate``): weights large enough to
+    be kept whose units have no path from the input or to the output. The network does not
+    compute with them (their gate is 0), so neither the cross entropy nor the budget sees
+    them. One row per TCMP run of the folder, from its evaluated epochs: the budget (kept
+    weights at the target rate), the most and the final number of such weights, the largest
+    rise of the kept A-C weights between two evaluations and the epoch it was seen at (a
+    rise means units were reconnected), and the end: the learned rate, whether the mask had
+    to be projected onto the budget and how many connections that changed, the final test
+    accuracy.
+    """
+    rows = []
+    for record in _records(results_dir):
+        config, report = record["config"], record["report"]
+        if config["method"] != "tcmp":
+            continue
+        total = int(report["total_weights"])
+        evaluated = [
+            row for row in record.get("history", []) if "hard_rate" in row and "learned_rate" in row
+        ]
+        kept = [round((1.0 - row["hard_rate"]) * total) for row in evaluated]
+        kept_ac = [round((1.0 - row["learned_rate"]) * total) for row in evaluated]
+        off = [k - a for k, a in zip(kept, kept_ac, strict=True)]
+        rises = [(kept_ac[i] - kept_ac[i - 1], i) for i in range(1, len(kept_ac))]
+        rise, at = max(rises, default=(0, None))
+        details = report.get("details", {})
+        rows.append(
+            {
+                "rate (%)": 100.0 * float(config["rate"]),
+                "seed": int(config["seed"]),
+                "budget": keep_count(total, float(config["rate"])),
+                "most kept off A-C": max(off, default=0),
+                "kept off A-C at the end": off[-1] if off else 0,
+                "largest rise of kept A-C": rise,
+                "rise by epoch": int(evaluated[at]["epoch"]) if at is not None else None,
+                "learned rate (%)": 100.0 * float(details.get("learned_rate", math.nan)),
+                "projected": bool(details.get("projected", 0.0)),
+                "edges moved by projection": int(details.get("projection_changed_edges", 0)),
+                "final test acc. (%)": 100.0 * float(report["class_avg_accuracy"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=OFF_AC_COLUMNS)

@@ -13,11 +13,13 @@ import pytest
 from tcmplib.findings import (
     AC_BY_TENSOR_COLUMNS,
     FINDINGS,
+    OFF_AC_COLUMNS,
     ONESHOT_MP_COLUMNS,
     VERDICTS,
     MaskCollapse,
     ac_by_tensor,
     check_findings,
+    kept_off_ac,
     mask_collapse,
     oneshot_mp_ac,
     training_spikes,
@@ -269,3 +271,25 @@ def test_training_spikes_count_drops_after_the_split_was_fitted(tmp_path: Path) 
     assert greedy["train CE before"] == 3e-8
     assert greedy["final train CE"] == pytest.approx(0.2)
     assert greedy["best test acc. (%)"] == pytest.approx(60.0), "the retrained network's best"
+
+
+def test_kept_off_ac_finds_the_reservoir_and_the_reconnection(tmp_path: Path) -> None:
+    # 100 weights, 90% pruned: a budget of 10. Kept (hard) and kept A-C (learned) by hand:
+    # (14, 10) -> (13, 10) -> (17, 17) -> (17, 17): 4, 3, 0, 0 off A-C; the A-C count rose
+    # by 7 in the evaluation of epoch 150.
+    def row(epoch: int, kept: int, kept_ac: int) -> dict[str, float]:
+        return {"epoch": epoch, "hard_rate": 1 - kept / 100, "learned_rate": 1 - kept_ac / 100}
+
+    history = [row(50, 14, 10), row(100, 13, 10), row(150, 17, 17), row(200, 17, 17)]
+    details = {"learned_rate": 0.83, "projected": 1.0, "projection_changed_edges": 7.0}
+    _write_result(tmp_path, "tcmp", 0.9, history=history, details=details)
+    _write_result(tmp_path, "mp", 0.9, history=[{"epoch": 50, "hard_rate": 0.9}])  # not TCMP
+    frame = kept_off_ac(tmp_path)
+    assert list(frame.columns) == list(OFF_AC_COLUMNS) and len(frame) == 1
+    tcmp = frame.iloc[0]
+    assert tcmp["budget"] == 10
+    assert tcmp["most kept off A-C"] == 4 and tcmp["kept off A-C at the end"] == 0
+    assert tcmp["largest rise of kept A-C"] == 7 and tcmp["rise by epoch"] == 150
+    assert tcmp["learned rate (%)"] == pytest.approx(83.0)
+    assert bool(tcmp["projected"]) and tcmp["edges moved by projection"] == 7
+    assert tcmp["final test acc. (%)"] == pytest.approx(50.0)
