@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,14 @@ from tcmplib.train import TrainConfig, TrainData, observing
 if TYPE_CHECKING:  # pandas is imported only when traces are tabulated
     import pandas as pd
 
-__all__ = ["trace_run", "spike_onsets", "trace_spikes"]
+__all__ = [
+    "trace_run",
+    "spike_onsets",
+    "trace_spikes",
+    "Reconnection",
+    "reconnection",
+    "differing_epochs",
+]
 
 
 class _StopTrace(Exception):
@@ -239,3 +247,139 @@ def trace_spikes(folder: str | os.PathLike[str]) -> pd.DataFrame:
             raise ValueError(f"{path}: not a trace file of scripts/trace_run.py ({err})") from None
         rows += [{**run, **spike} for spike in spikes] or [{**run, "onset epoch": None}]
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Reconnection:
+    """Where a TCMP trace's kept A-C weights rose above their plateau (see :func:`reconnection`).
+
+    ``onset`` is the first epoch above the plateau by more than the tolerance, ``start`` the
+    first epoch of the rise that led there. ``before``, ``peak`` and ``end`` are trace rows:
+    the epoch before ``start``, the epoch with the most kept A-C weights, the last traced
+    epoch. ``tensors`` gives, per weight tensor, the kept weights and those on A-C
+    connections at these three epochs and the growth of its largest step over the ``lead``
+    epochs up to ``before`` (``step_max`` there divided by its value ``lead`` epochs
+    earlier).
+    """
+
+    onset: int
+    start: int
+    plateau: int
+    before: dict[str, float]
+    peak: dict[str, float]
+    end: dict[str, float]
+    lead: int
+    tensors: list[dict[str, Any]]
+
+    @staticmethod
+    def kept_ac(row: dict[str, float]) -> int:
+        """All tensors' kept weights on A-C connections in a trace row."""
+        return int(sum(v for k, v in row.items() if k.startswith("kept_ac_")))
+
+    @staticmethod
+    def kept(row: dict[str, float]) -> int:
+        """All tensors' kept weights in a trace row."""
+        return int(sum(v for k, v in row.items() if k.startswith("kept_") and "_ac_" not in k))
+
+
+def reconnection(
+    rows: list[dict[str, float]], tolerance: float = 0.05, lead: int = 15
+) -> Reconnection | None:
+    """The first epoch at which a TCMP trace's kept A-C weights rose above their plateau.
+
+    TCMP's budget counts only the kept weights on accessible and co-accessible connections;
+    its crisp mask may keep others, on units without a path, that the budget does not see.
+    Keeping one more weight can give such units their path at once, and all their kept
+    weights join the A-C count together. The plateau is the smallest count of kept A-C
+    weights seen so far; the onset is the first epoch whose count exceeds it by more than
+    ``tolerance`` (a fraction of the plateau: the count wanders by about 1% while the mask
+    settles in the first epochs), and the rise starts after the last epoch at the lowest
+    count of the ``lead`` epochs before the onset. ``None`` if the rows have no such epoch or
+    no ``kept_ac_*`` fields (traces of other methods).
+    """
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance: expected a fraction in (0, 1), got {tolerance!r}")
+    if not isinstance(lead, int) or lead < 1:
+        raise ValueError(f"lead: expected a positive number of epochs, got {lead!r}")
+    counted = [row for row in rows if any(k.startswith("kept_ac_") for k in row)]
+    if len(counted) < 2:
+        return None
+    plateau = Reconnection.kept_ac(counted[0])
+    at = None
+    for i, row in enumerate(counted[1:], start=1):
+        count = Reconnection.kept_ac(row)
+        if count > plateau * (1.0 + tolerance):
+            at = i
+            break
+        plateau = min(plateau, count)
+    if at is None:
+        return None
+    # The rise starts after the last epoch at the lowest count of the ``lead`` epochs before
+    # the onset (the global plateau may lie far back, the count drifting a little above it).
+    window = counted[max(at - lead, 0) : at]
+    low = min(Reconnection.kept_ac(row) for row in window)
+    start = at
+    while start > 1 and Reconnection.kept_ac(counted[start - 1]) > low:
+        start -= 1
+    before, earlier = counted[start - 1], counted[max(start - 1 - lead, 0)]
+    peak = max(counted[at:], key=Reconnection.kept_ac)
+    end = counted[-1]
+    names = [k[len("kept_ac_") :] for k in counted[0] if k.startswith("kept_ac_")]
+    tensors = []
+    for name in names:
+        step, step_earlier = before.get(f"step_max_{name}"), earlier.get(f"step_max_{name}")
+        tensors.append(
+            {
+                "tensor": name,
+                **{
+                    f"{what} {when}": int(row[f"{key}{name}"])
+                    for when, row in (
+                        ("before", before),
+                        ("at the peak", peak),
+                        ("at the end", end),
+                    )
+                    for what, key in (("kept", "kept_"), ("A-C", "kept_ac_"))
+                },
+                "step growth": (
+                    step / step_earlier
+                    if step is not None and step_earlier is not None and step_earlier > 0
+                    else math.nan
+                ),
+            }
+        )
+    return Reconnection(
+        onset=int(counted[at]["epoch"]),
+        start=int(counted[start]["epoch"]),
+        plateau=plateau,
+        before=before,
+        peak=peak,
+        end=end,
+        lead=int(before["epoch"] - earlier["epoch"]),
+        tensors=tensors,
+    )
+
+
+def differing_epochs(
+    rows: list[dict[str, float]],
+    history: list[dict[str, float]],
+    keys: tuple[str, ...] = ("loss", "hard_rate", "learned_rate", "test_class_avg_accuracy"),
+) -> tuple[int, list[int]]:
+    """Whether a trace repeats a result: the epochs compared, and those where a value differs.
+
+    Compares every epoch of a result's ``history`` (its evaluated epochs) that the trace also
+    has, on the ``keys`` both rows carry, for exact equality: a trace made with the run's
+    code, torch and thread count repeats the run bit for bit.
+    """
+    traced = {int(row["epoch"]): row for row in rows}
+    compared, differing = 0, []
+    for row in history:
+        other = traced.get(int(row["epoch"]))
+        if other is None:
+            continue
+        shared = [key for key in keys if key in row and key in other]
+        if not shared:
+            continue
+        compared += 1
+        if any(row[key] != other[key] for key in shared):
+            differing.append(int(row["epoch"]))
+    return compared, differing

@@ -204,3 +204,76 @@ def test_trace_spikes_tabulates_every_trace_file(tmp_path) -> None:
     (tmp_path / "trace_c.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ValueError, match="trace_c.json: not a trace file"):
         trace_spikes(tmp_path)
+
+
+def _reconnection_rows() -> list[dict[str, float]]:
+    # Tensor a keeps 20 weights off A-C (a reservoir) until epoch 6 reconnects them; tensor
+    # b's kept weights are all A-C and wander while the mask settles.
+    b = {1: 100, 2: 98, 3: 100, 4: 99, 5: 102, 6: 90, 7: 130, 8: 110}
+    rows = []
+    for epoch, kept_b in b.items():
+        rows.append(
+            {
+                "epoch": float(epoch),
+                "kept_a": 20.0,
+                "kept_ac_a": 20.0 if epoch >= 6 else 0.0,
+                "kept_b": float(kept_b),
+                "kept_ac_b": float(kept_b),
+                "step_max_a": 0.2 if epoch == 4 else 0.1,
+                "step_max_b": 0.1 if epoch == 4 else 0.01,
+            }
+        )
+    return rows
+
+
+def test_reconnection_finds_the_rise_and_the_reservoir_it_came_from():
+    from tcmplib.diagnostics import Reconnection, reconnection
+
+    found = reconnection(_reconnection_rows(), tolerance=0.05, lead=3)
+    assert found is not None
+    # Counts 100, 98, 100, 99, 102, 110, 150, 130: the plateau is 98 (epoch 2), 102 is within
+    # 5% of it, 110 is not: onset at epoch 6. The lowest count of the 3 epochs before is 99
+    # (epoch 4), so the rise starts at epoch 5 and "before" is epoch 4, 3 epochs after epoch 1.
+    assert (found.onset, found.start, found.plateau, found.lead) == (6, 5, 98, 3)
+    assert [found.before["epoch"], found.peak["epoch"], found.end["epoch"]] == [4, 7, 8]
+    assert Reconnection.kept_ac(found.before) == 99 and Reconnection.kept(found.before) == 119
+    a, b = found.tensors
+    assert a == {
+        "tensor": "a",
+        "kept before": 20,
+        "A-C before": 0,
+        "kept at the peak": 20,
+        "A-C at the peak": 20,
+        "kept at the end": 20,
+        "A-C at the end": 20,
+        "step growth": 2.0,
+    }
+    assert (b["A-C before"], b["A-C at the peak"], b["A-C at the end"]) == (99, 130, 110)
+    assert b["step growth"] == pytest.approx(10.0)
+
+
+def test_reconnection_none_without_a_rise_or_counts_and_rejects_bad_arguments():
+    from tcmplib.diagnostics import reconnection
+
+    rows = _reconnection_rows()
+    assert reconnection(rows[:5], tolerance=0.05, lead=3) is None  # 102 <= 98 * 1.05
+    assert reconnection(rows, tolerance=0.6) is None  # 150 <= 98 * 1.6
+    assert reconnection([{"epoch": 1.0, "loss": 1.0}, {"epoch": 2.0, "loss": 0.5}]) is None
+    with pytest.raises(ValueError, match="tolerance"):
+        reconnection(rows, tolerance=0.0)
+    with pytest.raises(ValueError, match="lead"):
+        reconnection(rows, lead=0)
+
+
+def test_differing_epochs_compares_shared_epochs_and_keys_exactly():
+    from tcmplib.diagnostics import differing_epochs
+
+    rows = [{"epoch": float(e), "loss": 1.0 / e, "hard_rate": 0.5} for e in range(1, 5)]
+    history = [
+        {"epoch": 2.0, "loss": 0.5, "hard_rate": 0.5, "test_class_avg_accuracy": 0.7},  # equal
+        {"epoch": 4.0, "loss": 0.25, "hard_rate": 0.5000001},  # one key differs
+        {"epoch": 6.0, "loss": 1.0},  # not traced
+        {"epoch": 3.0, "test_loss": 2.0},  # no key in common
+    ]
+    assert differing_epochs(rows, history) == (2, [4])
+    assert differing_epochs(rows, history, keys=("loss",)) == (2, [])

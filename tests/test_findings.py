@@ -160,6 +160,19 @@ def test_no_collapse_when_the_budget_holds_or_is_never_met() -> None:
     assert mask_collapse([_row(50, 0.99, 0.5), _row(100, 0.991, 0.6)], 0.99) is None
     assert mask_collapse([], 0.99) is None
     assert mask_collapse([_row(50, 0.99, 0.5), _row(100, 0.90, 0.6)], 0.99, tolerance=0.1) is None
+    # Pruning more than the target is not a collapse (relaxed MP at 50%: 50.35%, then 51.06%).
+    assert mask_collapse([_row(50, 0.5035, 0.6), _row(100, 0.5106, 0.7)], 0.5) is None
+    over_then_under = [_row(50, 0.5035, 0.6), _row(100, 0.5106, 0.7), _row(150, 0.49, 0.4)]
+    assert mask_collapse(over_then_under, 0.5) == MaskCollapse(
+        epoch=150,
+        last_epoch_on_budget=50,
+        rate_before=0.5035,
+        rate_after=0.49,
+        accuracy_before=0.6,
+        accuracy_after=0.4,
+        temperature=1e-4 / 50,
+        lr=0.01,
+    )
 
 
 # --------------------------------------------------------------------------- result readers

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -17,7 +18,16 @@ from matplotlib.figure import Figure
 from tcmplib.pruning.base import PruneReport
 from tcmplib.pruning.ste import heaviside_ste, surrogate
 
-__all__ = ["plot_ste", "plot_tcmp_history", "plot_retraining_history", "comparison_table"]
+if TYPE_CHECKING:
+    from tcmplib.diagnostics import Reconnection
+
+__all__ = [
+    "plot_ste",
+    "plot_tcmp_history",
+    "plot_retraining_history",
+    "plot_reconnection",
+    "comparison_table",
+]
 
 
 def plot_ste(tau: float = 0.5, x_max: float = 3.0, points: int = 1201) -> Figure:
@@ -137,3 +147,50 @@ def comparison_table(reports: Mapping[str, PruneReport]) -> pd.DataFrame:
         for label, r in reports.items()
     ]
     return pd.DataFrame(rows).set_index("method")
+
+
+def plot_reconnection(
+    rows: list[dict[str, float]], found: Reconnection, before: int = 30
+) -> Figure:
+    """A TCMP trace around a reconnection (:func:`tcmplib.diagnostics.reconnection`).
+
+    Left: per weight tensor, the kept weights on A-C connections (solid) and all kept weights
+    (dashed, where they differ). Right: the loss terms (cross entropy, budget, consistency)
+    and each tensor's largest step, on a log scale. From ``before`` epochs before the rise
+    to the end of the rows; the rise's first epoch is marked.
+    """
+    first = found.before["epoch"] - before
+    shown = [
+        row
+        for row in rows
+        if row["epoch"] >= first and "kept_ac_" + found.tensors[0]["tensor"] in row
+    ]
+    epochs = [row["epoch"] for row in shown]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    for i, tensor in enumerate(entry["tensor"] for entry in found.tensors):
+        color = f"C{i}"
+        ac = [row[f"kept_ac_{tensor}"] for row in shown]
+        kept = [row[f"kept_{tensor}"] for row in shown]
+        left.plot(epochs, ac, color=color, label=f"{tensor}: A-C")
+        if kept != ac:
+            left.plot(epochs, kept, color=color, ls="--", label=f"{tensor}: kept")
+        right.plot(
+            epochs,
+            [row[f"step_max_{tensor}"] for row in shown],
+            color=color,
+            lw=0.8,
+            ls=":",
+            label=f"largest step, {tensor}",
+        )
+    for key, color in (("ce", "k"), ("budget", "C5"), ("consistency", "C6")):
+        # A term at exactly 0 has no place on a log scale: left out, not floored.
+        values = [row[key] if row[key] > 0 else math.nan for row in shown]
+        right.plot(epochs, values, color=color, label=key)
+    right.set_yscale("log")
+    for ax, title in ((left, "kept weights"), (right, "loss terms and steps")):
+        ax.axvline(found.start, color="0.6", lw=0.8)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend(fontsize=7, ncol=2, loc="upper left")
+    fig.tight_layout()
+    return fig
