@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from tcmplib.model import AttentionGCN
+from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
 from tcmplib.pruning import METHODS
 from tcmplib.train import TrainConfig, TrainData, observing
 
@@ -383,3 +383,55 @@ def differing_epochs(
         if any(row[key] != other[key] for key in shared):
             differing.append(int(row["epoch"]))
     return compared, differing
+
+
+def consistency_pull(
+    weights: dict[str, torch.Tensor], config: GCNConfig, temperature: float, tau: float = 0.5
+) -> list[dict[str, Any]]:
+    """Which way TCMP's consistency term ``(S - S_ac) / N`` moves each kind of weight.
+
+    Evaluates the accessibility networks of :mod:`tcmplib.pruning.tcmp` on ``weights`` (the
+    four tensors of :data:`tcmplib.model.PRUNABLE`) at ``temperature`` and differentiates
+    the consistency term. One row per tensor and kind of weight (``kept, A-C``, ``kept, off
+    A-C``, ``pruned``): how many, and the mean and largest *pull*, ``-dC/dw * sign(w)``: a
+    gradient step grows ``|w|`` where it is positive, shrinks it where negative. The term
+    is TCMP's with ``eta = 1``; the weights are copied, not changed.
+    """
+    from tcmplib.pruning.tcmp import AccessibilityNetworks
+
+    missing = [name for name in PRUNABLE if name not in weights]
+    if missing:
+        raise ValueError(f"weights: expected the tensors {PRUNABLE}, missing {missing}")
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    leaves = {name: weights[name].detach().clone().requires_grad_(True) for name in PRUNABLE}
+    networks = AccessibilityNetworks(config, temperature=temperature, tau=tau)
+    networks.bind(leaves)
+    state = networks.evaluate()
+    total = sum(w.numel() for w in leaves.values())
+    soft = sum(p.sum() for p in state.psi.values())
+    soft_ac = sum(state.factor(name).sum() for name in PRUNABLE)
+    assert isinstance(soft, torch.Tensor) and isinstance(soft_ac, torch.Tensor)
+    ((soft - soft_ac) / total).backward()
+    rows: list[dict[str, Any]] = []
+    for name, w in leaves.items():
+        assert w.grad is not None
+        pull = -w.grad * torch.sign(w.detach())
+        kept = state.kept[name].detach() > 0.5
+        on_ac = kept & (state.gate[name].detach() > 0.5)
+        for kind, where in (
+            ("kept, A-C", on_ac),
+            ("kept, off A-C", kept & ~on_ac),
+            ("pruned", ~kept),
+        ):
+            values = pull[where]
+            rows.append(
+                {
+                    "tensor": name,
+                    "kind": kind,
+                    "weights": int(where.sum()),
+                    "mean pull": float(values.mean()) if values.numel() else math.nan,
+                    "largest pull": float(values.abs().max()) if values.numel() else math.nan,
+                }
+            )
+    return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -277,3 +279,29 @@ def test_differing_epochs_compares_shared_epochs_and_keys_exactly():
     ]
     assert differing_epochs(rows, history) == (2, [4])
     assert differing_epochs(rows, history, keys=("loss",)) == (2, [])
+
+
+def test_consistency_pull_grows_the_weights_that_would_reconnect_a_dead_channel() -> None:
+    from tcmplib.diagnostics import consistency_pull
+
+    # TINY: every weight at 1 (psi = 1, saturated) except channel 0's fc rows (rows
+    # 0, 4, 8, ...: (node, head, channel) order), set below the band: channel 0 reaches no
+    # class, so wv's column 0 (6 weights) is kept but off A-C. The consistency term is those
+    # 6 weights' psi over N = 216 weights, and the only way its gradient can lower it is by
+    # growing the pruned fc weights that would give channel 0 its path.
+    temperature = 1e-4
+    model = build_model(TINY, seed=0)
+    weights = {name: torch.ones_like(w) for name, w in model.prunable().items()}
+    dead = [row for row in range(weights["fc"].shape[0]) if row % TINY.channels == 0]
+    weights["fc"][dead] = 0.5 * (temperature * math.log(3)) ** 0.5
+    rows = {(r["tensor"], r["kind"]): r for r in consistency_pull(weights, TINY, temperature)}
+    assert rows[("wv", "kept, off A-C")]["weights"] == 6
+    assert rows[("wv", "kept, A-C")]["weights"] == 18
+    assert rows[("fc", "pruned")]["weights"] == 30
+    assert rows[("fc", "pruned")]["mean pull"] > 0  # grow: reconnect channel 0
+    assert rows[("wv", "kept, off A-C")]["largest pull"] == 0.0  # saturated: cannot shrink
+    for name in ("wq", "wk", "wv", "fc"):
+        assert rows[(name, "kept, A-C")]["largest pull"] == 0.0
+    assert torch.equal(weights["wv"], torch.ones_like(weights["wv"]))  # inputs unchanged
+    with pytest.raises(ValueError, match="weights: expected the tensors"):
+        consistency_pull({"wq": weights["wq"]}, TINY, temperature)
