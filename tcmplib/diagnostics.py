@@ -42,6 +42,7 @@ __all__ = [
     "Reconnection",
     "reconnection",
     "differing_epochs",
+    "consistency_pull",
 ]
 
 
@@ -409,9 +410,7 @@ def consistency_pull(
     networks.bind(leaves)
     state = networks.evaluate()
     total = sum(w.numel() for w in leaves.values())
-    soft = sum(p.sum() for p in state.psi.values())
-    soft_ac = sum(state.factor(name).sum() for name in PRUNABLE)
-    assert isinstance(soft, torch.Tensor) and isinstance(soft_ac, torch.Tensor)
+    soft, soft_ac = state.soft_masses()
     ((soft - soft_ac) / total).backward()
     rows: list[dict[str, Any]] = []
     for name, w in leaves.items():

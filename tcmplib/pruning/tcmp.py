@@ -235,6 +235,16 @@ class AccessibilityState:
     def factor(self, name: str) -> Tensor:
         return self.psi[name] * self.gate[name]
 
+    def soft_masses(self) -> tuple[Tensor, Tensor]:
+        """``S`` and ``S_ac``: the soft mass of all weights, and of those on A-C connections.
+
+        Eq. 3's consistency term is ``(S - S_ac) / N``, the soft mass off A-C connections.
+        """
+        soft = sum(p.sum() for p in self.psi.values())
+        soft_ac = sum(self.factor(name).sum() for name in PRUNABLE)
+        assert isinstance(soft, Tensor) and isinstance(soft_ac, Tensor)
+        return soft, soft_ac
+
 
 class AccessibilityNetworks:
     """``psi``, ``phi_r`` and ``phi_l`` of the whole network, computed once per step.
@@ -333,9 +343,7 @@ class _TCMPHook(NoOpHook):
 
     def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
         state = self.networks.evaluate()
-        soft = sum(p.sum() for p in state.psi.values())
-        soft_ac = sum(state.factor(name).sum() for name in PRUNABLE)
-        assert isinstance(soft, Tensor) and isinstance(soft_ac, Tensor)
+        soft, soft_ac = state.soft_masses()
         crisp_ac = sum((state.kept[name] * state.gate[name]).sum() for name in PRUNABLE)
         assert isinstance(crisp_ac, Tensor)
         budget = self.options.budget_weight * ((crisp_ac - self.keep) / self.keep).square()
