@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_sweep(commands)
     _add_table(commands)
+    _add_cv(commands)
     return parser
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from tcmplib.profiles import PROFILES
+    from tcmplib.recipe import RECIPES
 
     train = commands.add_parser(
         "train",
@@ -50,6 +52,9 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=sorted(PROFILES),
         default="book",
         help="run length: smoke (seconds), book (about 1.5 min on CPU), paper (2,700 epochs)",
+    )
+    train.add_argument(
+        "--recipe", choices=list(RECIPES), default="as-written", help="training recipe"
     )
     train.add_argument(
         "--seed", type=_non_negative_int, default=0, help="model init and batch seed"
@@ -87,13 +92,13 @@ def _non_negative_int(text: str) -> int:
 def _run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from tcmplib.data import load_dataset
-    from tcmplib.model import GCNConfig
     from tcmplib.profiles import get_profile
+    from tcmplib.recipe import get_recipe, load_recipe_data
     from tcmplib.train import atomic_write, build_model, config_hash, train
 
     profile = get_profile(args.profile)
-    config = profile.train_config(seed=args.seed, device=args.device)
+    recipe = get_recipe(args.recipe)
+    config = profile.train_config(seed=args.seed, device=args.device, **recipe.train_overrides())
     if args.checkpoint_dir is not None and config.checkpoint_every is None:
         print(
             f"--checkpoint-dir: profile {profile.name!r} writes no checkpoints; "
@@ -101,8 +106,8 @@ def _run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    data = load_dataset(args.dataset, root=args.fpha_root)
-    gcn = GCNConfig(nodes=data.num_nodes, d_in=data.d_in, classes=data.num_classes)
+    data = load_recipe_data(recipe, args.dataset, root=args.fpha_root)
+    gcn = recipe.gcn_config(data)
     model = build_model(gcn, seed=args.seed)
     result = train(
         model,
@@ -117,6 +122,7 @@ def _run_train(args: argparse.Namespace) -> int:
         "command": "train",
         "dataset": args.dataset,
         "profile": profile.name,
+        "recipe": {"name": args.recipe, **asdict(recipe)},
         "seed": args.seed,
         "model": {"config": asdict(gcn), "num_weights": model.num_weights()},
         "train_config": asdict(config),
@@ -153,6 +159,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from tcmplib.profiles import PROFILES
+    from tcmplib.recipe import RECIPES
     from tcmplib.sweep import EXECUTORS, GRIDS
 
     sweep = commands.add_parser(
@@ -171,13 +178,20 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sweep.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
     sweep.add_argument("--profile", choices=sorted(PROFILES), default="book")
     sweep.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="as-written",
+        help="training recipe: the paper's text as written, or the one selected by "
+        "cross-validation (tcmplib.recipe)",
+    )
+    sweep.add_argument(
         "--seeds", type=_positive_int, default=1, help="number of seeds, 0..N-1 (default 1)"
     )
     sweep.add_argument(
         "--results",
         type=Path,
         default=None,
-        help="results folder (default: results/DATASET-PROFILE)",
+        help="results folder (default: results/DATASET-PROFILE[-RECIPE])",
     )
     sweep.add_argument(
         "--notebooks",
@@ -233,6 +247,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
             profile=args.profile,
             dataset=args.dataset,
             seeds=args.seeds,
+            recipe=args.recipe,
             results_dir=args.results,
             notebooks_dir=args.notebooks,
             checkpoints_dir=args.checkpoints,
@@ -312,6 +327,80 @@ def _run_table(args: argparse.Namespace) -> int:
         print(f"tcmp table: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+# -------------------------------------------------------------------------------------------
+# tcmp cv
+# -------------------------------------------------------------------------------------------
+
+
+def _add_cv(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tcmplib.select import CANDIDATES
+
+    cv = commands.add_parser(
+        "cv",
+        help="cross-validate training recipes on the training split",
+        description="Train the dense baseline under each candidate recipe on k-1 stratified "
+        "folds of the training split and score it on the held-out fold (the test split is "
+        "never read). Fold runs already recorded are skipped, so an interrupted run resumes. "
+        "Prints the ablation table (mean and std over folds) at the end.",
+    )
+    cv.add_argument(
+        "candidates", choices=sorted(CANDIDATES), help="the named set of candidate recipes"
+    )
+    cv.add_argument("--dataset", choices=("synthetic", "fpha"), default="fpha")
+    cv.add_argument("--folds", type=_positive_int, default=3, help="k of k-fold (default 3)")
+    cv.add_argument("--epochs", type=_positive_int, default=300, help="epochs per fold run")
+    cv.add_argument("--seed", type=_non_negative_int, default=0, help="model and augmentation seed")
+    cv.add_argument(
+        "--results", type=Path, default=None, help="records folder (default: results/DATASET-cv)"
+    )
+    cv.add_argument(
+        "--workers", type=_positive_int, default=None,
+        help="run on a Dask LocalCluster of this many single-threaded workers (default: here)",
+    )  # fmt: skip
+    cv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    cv.add_argument(
+        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
+    )
+    cv.add_argument("--dry-run", action="store_true", help="list the runs still missing and stop")
+    cv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cv.set_defaults(handler=_run_cv)
+
+
+def _run_cv(args: argparse.Namespace) -> int:
+    from tcmplib import tables
+    from tcmplib.select import CANDIDATES, cross_validate, cv_table
+
+    results = args.results or Path("results") / f"{args.dataset}-cv"
+    candidates = CANDIDATES[args.candidates]
+    try:
+        summary = cross_validate(
+            candidates,
+            results,
+            folds=args.folds,
+            epochs=args.epochs,
+            seed=args.seed,
+            dataset=args.dataset,
+            root=args.fpha_root,
+            device=args.device,
+            workers=args.workers,
+            dry_run=args.dry_run,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        print(f"tcmp cv: {err}", file=sys.stderr)
+        return 2
+    print(f"{results}: {len(summary['found'])} done, {len(summary['missing'])} to run")
+    if args.dry_run:
+        for name in summary["missing"]:
+            print(f"  {name}")
+        return 0
+    for error in summary["failed"]:
+        print(f"  failed: {error}", file=sys.stderr)
+    if not summary["failed"]:
+        print(tables.to_markdown(cv_table(results, candidates).round(2)))
+    return 1 if summary["failed"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,7 +49,7 @@ import torch
 from safetensors.torch import load_file, save, save_file
 from torch import Tensor, nn
 
-from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
+from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, masked_scores, neighbourhood_mask
 from tcmplib.topology import analyze
 
 __all__ = [
@@ -146,6 +146,10 @@ class CompactGCN(nn.Module):
             "value_inputs", torch.tensor(kept.value_inputs, dtype=torch.int64), persistent=False
         )
         self.register_buffer("fc_rows", self._fc_rows(config, kept), persistent=False)
+        hops = config.neighbourhood
+        self.register_buffer(
+            "attention_mask", None if hops is None else neighbourhood_mask(hops), persistent=False
+        )
         grid = config.nodes * len(kept.heads) * len(kept.channels)
         self._all_inputs = kept.value_inputs == tuple(range(config.d_in))
         self._all_fc_rows = bool(torch.equal(self.fc_rows, torch.arange(grid)))
@@ -182,7 +186,7 @@ class CompactGCN(nn.Module):
         q = torch.einsum("bnd,hde->bhne", x, self.wq)
         k = torch.einsum("bnd,hde->bhne", x, self.wk)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
-        return torch.softmax(scores, dim=-1)
+        return torch.softmax(masked_scores(scores, self.attention_mask), dim=-1)
 
     def values(self, x: Tensor) -> Tensor:
         """The kept convolution channels of every node: (batch, nodes, channels)."""
@@ -395,10 +399,12 @@ def _parse_description(
         if not isinstance(description.get(key), dict):
             raise CompactFormatError(f"{path}: expected an object under {key!r}")
     config_fields = set(GCNConfig.__dataclass_fields__)
-    if set(description["config"]) != config_fields:
+    # The recipe's options came later and change no shape: files written before them load.
+    required = config_fields - {"dropout", "neighbourhood"}
+    if not required <= set(description["config"]) <= config_fields:
         raise CompactFormatError(
-            f"{path}: config: expected the keys {sorted(config_fields)}, got "
-            f"{sorted(description['config'])}"
+            f"{path}: config: expected the keys {sorted(required)} (and optionally dropout, "
+            f"neighbourhood), got {sorted(description['config'])}"
         )
     try:
         config = GCNConfig(**description["config"])

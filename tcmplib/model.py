@@ -12,6 +12,11 @@ For head k and node signals X (nodes x d_in)::
     H_k = ReLU(A_k X Wv)                      # nodes x channels
     logits = vec([H_1 ... H_heads]) Wfc        # flattened in (node, head, channel) order
 
+Two options of the training recipe (:mod:`tcmplib.recipe`) change the forward pass, not the
+weights: ``dropout`` on the dense layer's inputs while training, and ``neighbourhood``, which
+restricts every head's attention to joints at most that many bones apart (the paper's edges
+join spatially neighbouring joints; left open, attention spans the whole hand).
+
 Every weight tensor follows the paper's convention W in R^{d_in x d_out} (rows are the
 source units, columns the target units), so masks and accessibility read as in Section 4.1.
 """
@@ -22,9 +27,12 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GCNConfig", "AttentionGCN", "PRUNABLE"]
+from tcmplib.data.skeleton import BONES, NUM_JOINTS
+
+__all__ = ["GCNConfig", "AttentionGCN", "PRUNABLE", "neighbourhood_mask"]
 
 #: The weight tensors that pruning acts on, in the order of the network's chain.
 PRUNABLE: tuple[str, ...] = ("wq", "wk", "wv", "fc")
@@ -40,11 +48,30 @@ class GCNConfig:
     qk_dim: int = 8
     channels: int = 128
     classes: int = 45
+    dropout: float = 0.0  # on the dense layer's inputs, while training
+    neighbourhood: int | None = None  # attention within this many bones; None: all joints
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not isinstance(value, int) or value < 1:
+            if name in ("dropout", "neighbourhood"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GCNConfig.{name}: expected a positive integer, got {value!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"GCNConfig.dropout: expected a number in [0, 1), got {self.dropout!r}")
+        if self.neighbourhood is not None:
+            if not isinstance(self.neighbourhood, int) or isinstance(self.neighbourhood, bool) or (
+                self.neighbourhood < 1
+            ):
+                raise ValueError(
+                    "GCNConfig.neighbourhood: expected None or a positive number of bones, "
+                    f"got {self.neighbourhood!r}"
+                )
+            if self.nodes != NUM_JOINTS:
+                raise ValueError(
+                    f"GCNConfig.neighbourhood: needs the hand's {NUM_JOINTS} joints as nodes, "
+                    f"got nodes={self.nodes}"
+                )
 
     @property
     def fc_in(self) -> int:
@@ -63,6 +90,22 @@ class GCNConfig:
         return sum(math.prod(s) for s in self.weight_shapes().values())
 
 
+def neighbourhood_mask(hops: int) -> torch.Tensor:
+    """(21, 21) bool: True where two joints are at most ``hops`` bones apart (self included)."""
+    adjacent = torch.eye(NUM_JOINTS, dtype=torch.int64)
+    for parent, child in BONES:
+        adjacent[parent, child] = adjacent[child, parent] = 1
+    reach = torch.eye(NUM_JOINTS, dtype=torch.int64)
+    for _ in range(hops):
+        reach = (reach @ adjacent).clamp(max=1)
+    return reach.bool()
+
+
+def masked_scores(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention scores with the joints outside the neighbourhood removed (no mask: as is)."""
+    return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+
+
 class AttentionGCN(nn.Module):
     """One attention layer, one graph convolution, one dense layer; see the module doc."""
 
@@ -74,6 +117,11 @@ class AttentionGCN(nn.Module):
         self.wk = nn.Parameter(torch.empty(shapes["wk"]))
         self.wv = nn.Parameter(torch.empty(shapes["wv"]))
         self.fc = nn.Parameter(torch.empty(shapes["fc"]))
+        hops = self.config.neighbourhood
+        # Not persistent: the mask follows from the config, and state dicts stay as they were.
+        self.register_buffer(
+            "attention_mask", None if hops is None else neighbourhood_mask(hops), persistent=False
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -103,7 +151,7 @@ class AttentionGCN(nn.Module):
         q = torch.einsum("bnd,hde->bhne", x, self.wq)
         k = torch.einsum("bnd,hde->bhne", x, self.wk)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
-        return torch.softmax(scores, dim=-1)
+        return torch.softmax(masked_scores(scores, self.attention_mask), dim=-1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Dense-layer inputs: (batch, nodes * heads * channels) in (node, head, channel) order."""
@@ -112,7 +160,8 @@ class AttentionGCN(nn.Module):
         # Writing straight into (batch, node, head, channel) order avoids a permuted copy of
         # the largest activation (measured 1.5x faster per epoch on 2 CPU cores).
         h = torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, v))
-        return h.reshape(x.shape[0], -1)
+        h = h.reshape(x.shape[0], -1)
+        return F.dropout(h, self.config.dropout, self.training) if self.config.dropout else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[1:] != (self.config.nodes, self.config.d_in):

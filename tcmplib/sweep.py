@@ -125,10 +125,12 @@ class RunConfig:
     rate: float = 0.0
     seed: int = 0
     profile: str = "book"
+    recipe: str = "as-written"  # a name from tcmplib.recipe.RECIPES
 
     def __post_init__(self) -> None:
         from tcmplib.profiles import get_profile
         from tcmplib.pruning import validate_rate
+        from tcmplib.recipe import get_recipe
 
         if self.dataset not in _DATASETS:
             raise ValueError(
@@ -143,12 +145,21 @@ class RunConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
         get_profile(self.profile)  # raises with the valid names
+        get_recipe(self.recipe)
+
+    def recipe_options(self) -> Any:
+        """The :class:`tcmplib.recipe.Recipe` this run trains under."""
+        from tcmplib.recipe import get_recipe
+
+        return get_recipe(self.recipe)
 
     def train_schedule(self) -> dict[str, Any]:
-        """The profile's training config (seeded), without the device: part of the hash."""
+        """The profile's training config (seeded, with the recipe's optimizer settings),
+        without the device: part of the hash."""
         from tcmplib.profiles import get_profile
 
-        schedule = asdict(get_profile(self.profile).train_config(seed=self.seed))
+        overrides = self.recipe_options().train_overrides()
+        schedule = asdict(get_profile(self.profile).train_config(seed=self.seed, **overrides))
         schedule.pop("device")
         return schedule
 
@@ -161,13 +172,19 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        """12 hex digits identifying the run: config, training schedule, result format and,
-        from its revision 2 on, the method's revision."""
+        """12 hex digits identifying the run: config, training schedule, result format, the
+        recipe's options (those switched on: the paper's text as written adds none) and, from
+        its revision 2 on, the method's revision."""
+        config = asdict(self)
+        del config["recipe"]  # its name says nothing: its options do
         key: dict[str, Any] = {
             "format": RESULT_FORMAT,
-            "config": asdict(self),
+            "config": config,
             "train": self.train_schedule(),
         }
+        changes = self.recipe_options().changes()
+        if changes:
+            key["recipe"] = changes
         revision = self.method_revision()
         if revision > 1:  # revision 1 hashes without the field: see PruningMethod.revision
             key["revision"] = revision
@@ -179,13 +196,15 @@ class RunConfig:
         return f"{self.method}_rate{self.rate:.4f}_seed{self.seed}_{self.hash}"
 
 
-def default_results_dir(dataset: str, profile: str) -> Path:
-    """Where a sweep writes by default: ``results/<dataset>-<profile>``.
+def default_results_dir(dataset: str, profile: str, recipe: str = "as-written") -> Path:
+    """Where a sweep writes by default: ``results/<dataset>-<profile>``, with ``-<recipe>``
+    appended for a recipe other than the paper's text as written.
 
     Smoke runs mean nothing and are never committed: they go to ``runs/results/`` instead.
     """
     base = Path("runs") / "results" if profile == "smoke" else Path("results")
-    return base / f"{dataset}-{profile}"
+    suffix = "" if recipe == "as-written" else f"-{recipe}"
+    return base / f"{dataset}-{profile}{suffix}"
 
 
 def default_notebooks_dir(results_dir: str | os.PathLike[str]) -> Path:
@@ -227,6 +246,7 @@ def expand_grid(
     seeds: int | Sequence[int] = 1,
     profile: str = "book",
     dataset: str = "synthetic",
+    recipe: str = "as-written",
 ) -> list[RunConfig]:
     """The runs of ``grid`` (a name from :data:`GRIDS` or (method, rate) pairs) for each seed.
 
@@ -250,7 +270,9 @@ def expand_grid(
         if not seed_list:
             raise ValueError("seeds: expected at least one seed, got an empty list")
     runs = [
-        RunConfig(dataset=dataset, method=method, rate=rate, seed=seed, profile=profile)
+        RunConfig(
+            dataset=dataset, method=method, rate=rate, seed=seed, profile=profile, recipe=recipe
+        )
         for seed in seed_list
         for method, rate in pairs
     ]
@@ -454,10 +476,9 @@ def run_config(
     """
     import torch  # noqa: F401  (fail early here rather than deep in a method)
 
-    from tcmplib.data import load_dataset
-    from tcmplib.model import GCNConfig
     from tcmplib.profiles import get_profile
     from tcmplib.pruning import prune
+    from tcmplib.recipe import load_recipe_data
     from tcmplib.topology import analyze, masks_from_model
     from tcmplib.train import atomic_write, build_model, train
 
@@ -471,14 +492,14 @@ def run_config(
     resumed = run_dir is not None and (run_dir / STARTED_FILE).is_file()
     # The code that trains, not the checkout at the end of a long run (or of a resumption).
     source = _prepare_checkpoints(run_dir, device) if run_dir is not None else git_state()
-    data = load_dataset(config.dataset, root=Path(fpha_root) if fpha_root else None)
-    gcn = GCNConfig(nodes=data.num_nodes, d_in=data.d_in, classes=data.num_classes)
-    model = build_model(gcn, seed=config.seed)
+    recipe = config.recipe_options()
+    data = load_recipe_data(recipe, config.dataset, root=Path(fpha_root) if fpha_root else None)
+    model = build_model(recipe.gcn_config(data), seed=config.seed)
     if config.method == "baseline":
         result = train(
             model,
             data,
-            profile.train_config(seed=config.seed, device=device),
+            profile.train_config(seed=config.seed, device=device, **recipe.train_overrides()),
             progress=progress,
             checkpoint_dir=run_dir,
         )
@@ -510,6 +531,7 @@ def run_config(
             device=device,
             progress=progress,
             checkpoint_dir=run_dir,
+            train_overrides=recipe.train_overrides(),
         )
         report = pruned.report.to_dict()
         history = report.pop("history")
@@ -527,6 +549,7 @@ def run_config(
         "config": asdict(config),
         "config_hash": config.hash,
         "train_config": config.train_schedule(),
+        "recipe": asdict(recipe),
         "report": report,
         "history": _evaluated_rows(history),
         # Where the kept weights sit and which of them are A-C, tensor by tensor: the % A-C
@@ -665,6 +688,7 @@ def sweep(
     profile: str = "book",
     dataset: str = "synthetic",
     seeds: int | Sequence[int] = 1,
+    recipe: str = "as-written",
     results_dir: str | os.PathLike[str] | None = None,
     notebooks_dir: str | os.PathLike[str] | None = None,
     models_dir: str | os.PathLike[str] | None = None,
@@ -702,9 +726,11 @@ def sweep(
         raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers: expected a positive integer, got {workers!r}")
-    runs = expand_grid(grid, seeds=seeds, profile=profile, dataset=dataset)
+    runs = expand_grid(grid, seeds=seeds, profile=profile, dataset=dataset, recipe=recipe)
     results = (
-        Path(results_dir) if results_dir is not None else default_results_dir(dataset, profile)
+        Path(results_dir)
+        if results_dir is not None
+        else default_results_dir(dataset, profile, recipe)
     )
     notebooks = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir(results)
     checkpoints = Path(checkpoints_dir or default_checkpoints_dir(results))

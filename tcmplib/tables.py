@@ -95,6 +95,7 @@ TC_BY_DESIGN: dict[str, bool | None] = {
 RESULT_COLUMNS: dict[str, str] = {
     "dataset": "object",
     "profile": "object",
+    "recipe": "object",
     "method": "object",
     "target_rate": "float64",
     "seed": "int64",
@@ -262,6 +263,7 @@ def _result_row(path: Path) -> dict[str, Any]:
     return {
         "dataset": str(config["dataset"]),
         "profile": str(config["profile"]),
+        "recipe": str(config.get("recipe", "as-written")),
         "method": str(config["method"]),
         "target_rate": num("config", "rate"),
         "seed": int(num("config", "seed", integer=True)),

@@ -21,6 +21,8 @@ How one epoch runs, top to bottom (see :func:`train`):
    lowered to ``hook.lr_ceiling`` if it is above it (a pruning method whose masks switch
    within a band of weight magnitudes keeps Adam's steps narrower than that band);
 2. for each batch (one batch by default): cross entropy + ``hook.extra_loss``, one Adam step;
+   when the data augments (``data.draw_train``, the recipe's option), the epoch's training
+   inputs are a fresh random draw;
 3. a history row: total loss, cross entropy, learning rate, training accuracy, the hook's
    logs, and every ``eval_every`` epochs the test metrics;
 4. the adaptive-lr rule on the epoch's total loss sets the rate of the next epoch;
@@ -506,6 +508,7 @@ def train(
     y_test = _to_tensor(data.y_test, torch.int64, "data.y_test").to(device)
     n = x_train.shape[0]
     run_hash = config_hash(config)
+    draw_train = getattr(data, "draw_train", None)
 
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay
@@ -542,8 +545,9 @@ def train(
             # One epoch: one full-batch step by default (the paper), or seeded minibatches.
             total_loss = total_ce = total_correct = 0.0
             logs: dict[str, float] = {}
+            x_epoch = draw_train(device) if draw_train is not None else x_train
             for idx in _batches(n, config.batch_size, batch_rng):
-                xb, yb = x_train[idx], y_train[idx]
+                xb, yb = x_epoch[idx], y_train[idx]
                 logits = model(xb)
                 ce = F.cross_entropy(logits, yb)
                 extra, step_logs = hook.extra_loss(model)

@@ -19,7 +19,8 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from tcmplib.data.fpha import fpha_fingerprint, load_fpha, resolve_fpha_root
-from tcmplib.data.preprocess import fit_scale, node_signals
+from tcmplib.data.preprocess import FRAMES, fit_scale, node_signals
 from tcmplib.data.skeleton import SkeletonSequences
 from tcmplib.data.synthetic import generate_synthetic
 
@@ -50,6 +51,11 @@ class SkeletonDataset:
     y_test: torch.Tensor
     class_names: tuple[str, ...]
     meta: dict[str, Any]
+    #: A fresh random draw of the training inputs, on a device, for every epoch (the recipe's
+    #: augmentation, :class:`tcmplib.recipe.Augmentation`); None: ``x_train`` as it is.
+    draw_train: Callable[[torch.device], torch.Tensor] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def num_classes(self) -> int:
@@ -64,18 +70,24 @@ class SkeletonDataset:
         return int(self.x_train.shape[2])
 
 
-def build_dataset(raw: SkeletonSequences, chunks: int) -> SkeletonDataset:
+def build_dataset(
+    raw: SkeletonSequences, chunks: int, *, frame: str = "wrist", hand_size: bool = False
+) -> SkeletonDataset:
     """Preprocess raw sequences into a :class:`SkeletonDataset` (see :mod:`.preprocess`).
 
     The scale is fitted on the training sequences alone; the test signals are divided by it
-    afterwards, so the training tensors do not depend on the test set at all.
+    afterwards, so the training tensors do not depend on the test set at all. ``frame`` and
+    ``hand_size`` are options of the training recipe (the defaults: the paper's signal).
     """
     if chunks < 1:
         raise ValueError(f"chunks: expected a positive number of temporal chunks, got {chunks}")
+    if frame not in FRAMES:
+        raise ValueError(f"frame: expected one of {', '.join(FRAMES)}, got {frame!r}")
     train_idx = np.flatnonzero(raw.is_train)
     test_idx = np.flatnonzero(~raw.is_train)
-    x_train = node_signals([raw.sequences[i] for i in train_idx], chunks)
-    x_test = node_signals([raw.sequences[i] for i in test_idx], chunks)
+    options = {"frame": frame, "hand_size": hand_size}
+    x_train = node_signals([raw.sequences[i] for i in train_idx], chunks, **options)
+    x_test = node_signals([raw.sequences[i] for i in test_idx], chunks, **options)
     scale = fit_scale(x_train)
     meta = {
         **raw.meta,
@@ -85,6 +97,8 @@ def build_dataset(raw: SkeletonSequences, chunks: int) -> SkeletonDataset:
         "preprocessing": {
             "version": PREPROCESSING_VERSION,
             "centre": "each frame on its own wrist (joint 0)",
+            "frame": frame,
+            "hand_size": hand_size,
             "resample": "linear, to max(T, chunks) frames",
             "chunking": "np.array_split into chunks contiguous parts, mean xyz per joint",
             "feature_order": "chunk-major: feature 3*c + k = coordinate k (x, y, z) of chunk c",
@@ -146,10 +160,15 @@ def _load(path: Path, name: str) -> SkeletonDataset:
         )
 
 
-def _load_fpha_dataset(chunks: int, root: str | Path | None, cache: bool) -> SkeletonDataset:
+def _load_fpha_dataset(
+    chunks: int, root: str | Path | None, cache: bool, options: dict[str, Any]
+) -> SkeletonDataset:
     source = resolve_fpha_root(root)
     fingerprint = fpha_fingerprint(source)
-    settings = json.dumps({"chunks": chunks, "version": PREPROCESSING_VERSION}, sort_keys=True)
+    settings = json.dumps(
+        {"chunks": chunks, "version": PREPROCESSING_VERSION, **_non_default(options)},
+        sort_keys=True,
+    )
     key = hashlib.sha256(f"{fingerprint}|{settings}".encode()).hexdigest()[:24]
     path = cache_dir() / f"fpha-{key}.npz"
     if cache and path.is_file():
@@ -158,7 +177,7 @@ def _load_fpha_dataset(chunks: int, root: str | Path | None, cache: bool) -> Ske
         return dataset
     raw = load_fpha(root)
     raw.meta["source_sha256"] = fingerprint
-    dataset = build_dataset(raw, chunks)
+    dataset = build_dataset(raw, chunks, **options)
     if cache:
         _save(path, dataset)
         dataset.meta["cache"] = {"path": str(path), "hit": False}
@@ -172,6 +191,8 @@ def load_dataset(
     seed: int = 0,
     root: str | Path | None = None,
     cache: bool = True,
+    frame: str = "wrist",
+    hand_size: bool = False,
 ) -> SkeletonDataset:
     """The data set ``name`` as normalized node signals (N, 21, 3 * chunks).
 
@@ -183,6 +204,9 @@ def load_dataset(
       ``data_split_action_recognition.txt``; or the archive itself). The official split is
       fixed, so ``seed`` has no effect. With ``cache`` the preprocessed arrays are read from
       or written to :func:`cache_dir`.
+
+    ``frame`` and ``hand_size`` are the node-signal options of the training recipe
+    (:mod:`.preprocess`); the defaults give the paper's signal.
     """
     if name not in DATASET_NAMES:
         raise ValueError(
@@ -190,27 +214,41 @@ def load_dataset(
         )
     if not isinstance(chunks, int) or chunks < 1:
         raise ValueError(f"load_dataset: chunks must be a positive integer, got {chunks!r}")
+    if frame not in FRAMES:
+        raise ValueError(f"load_dataset: frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+    options: dict[str, Any] = {"frame": frame, "hand_size": bool(hand_size)}
     if name == "fpha":
-        dataset = _load_fpha_dataset(chunks, root, cache)
+        dataset = _load_fpha_dataset(chunks, root, cache, options)
     else:
-        dataset = _load_synthetic_dataset(seed, chunks, cache)
+        dataset = _load_synthetic_dataset(seed, chunks, cache, options)
     return dataset
 
 
-def _load_synthetic_dataset(seed: int, chunks: int, cache: bool) -> SkeletonDataset:
+def _non_default(options: dict[str, Any]) -> dict[str, Any]:
+    """The node-signal options that differ from the paper's signal: what a cache key needs
+    (the paper's signal keeps the key it had before the options existed)."""
+    defaults = {"frame": "wrist", "hand_size": False}
+    return {key: value for key, value in options.items() if value != defaults[key]}
+
+
+def _load_synthetic_dataset(
+    seed: int, chunks: int, cache: bool, options: dict[str, Any]
+) -> SkeletonDataset:
     # Generating the set takes seconds, and every run of a sweep is a fresh process. The key
     # covers the source of the generator and of the preprocessing, so an edit to either can
     # never serve stale arrays.
     sources = sorted(Path(__file__).parent.glob("*.py"))
     code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
-    settings = json.dumps({"seed": seed, "chunks": chunks, "code": code}, sort_keys=True)
+    settings = json.dumps(
+        {"seed": seed, "chunks": chunks, "code": code, **_non_default(options)}, sort_keys=True
+    )
     key = hashlib.sha256(settings.encode()).hexdigest()[:24]
     path = cache_dir() / f"synthetic-{key}.npz"
     if cache and path.is_file():
         dataset = _load(path, "synthetic")
         dataset.meta["cache"] = {"path": str(path), "hit": True}
         return dataset
-    dataset = build_dataset(generate_synthetic(seed), chunks)
+    dataset = build_dataset(generate_synthetic(seed), chunks, **options)
     if cache:
         _save(path, dataset)
         dataset.meta["cache"] = {"path": str(path), "hit": False}

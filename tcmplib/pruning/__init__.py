@@ -79,6 +79,7 @@ def prune(
     device: str = "auto",
     progress: bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
+    train_overrides: dict[str, Any] | None = None,
     **options: Any,
 ) -> PruneResult:
     """Prune ``model`` (in place) to ``rate`` with ``method``, training on ``data``.
@@ -89,6 +90,8 @@ def prune(
     go to the method (see its options dataclass). With ``checkpoint_dir`` (the profile must
     checkpoint, e.g. ``"paper"``) the run checkpoints there, and the same call repeated after
     an interruption, on a model built the same way, resumes from the last checkpoint.
+    ``train_overrides`` replace fields of the profile's training config (the recipe's, e.g.
+    ``weight_decay``; see :meth:`tcmplib.recipe.Recipe.train_overrides`).
     """
     if not isinstance(method, str) or method not in METHODS:
         valid = ", ".join(sorted(METHODS))
@@ -96,7 +99,9 @@ def prune(
     rate = validate_rate(rate)
     if device not in DEVICES:
         raise ValueError(f"device: expected one of {DEVICES}, got {device!r}")
-    config = _resolve_profile(profile).train_config(seed=seed, device=device)
+    config = _resolve_profile(profile).train_config(
+        seed=seed, device=device, **(train_overrides or {})
+    )
     if checkpoint_dir is not None and config.checkpoint_every is None:
         raise ValueError(
             f"checkpoint_dir: given, but profile {_resolve_profile(profile).name!r} does not "

@@ -1,0 +1,360 @@
+"""Choosing the training recipe by cross-validation on the training split, never the test split.
+
+The 600 training sequences of FPHA are cut into ``k`` stratified folds (every class spread
+evenly, :func:`stratified_folds`). One *fold run* (:class:`FoldConfig`) trains the dense
+baseline under a candidate :class:`~tcmplib.recipe.Recipe` on ``k - 1`` folds and measures
+the class-averaged accuracy on the held-out fold; the node-signal scale is fitted on the
+``k - 1`` training folds alone, as the full pipeline fits it on the training split alone.
+The test split is never loaded into a fold run.
+
+Fold runs are named by the hash of everything that changes their numbers (data set, the
+recipe's options, fold, fold count, schedule, seed) and written atomically as JSON records
+to a results folder; a CV sweep (:func:`cross_validate`, ``tcmp cv``) skips the runs already
+there, so it resumes where it stopped, and runs the rest in this process or on a Dask
+cluster. :func:`cv_table` reads a folder back as the ablation table: mean and standard
+deviation over folds of each candidate's accuracy at the last epoch.
+
+The candidates (:data:`CANDIDATES`) are named recipes: ``ablation`` switches one option at
+a time, ``combinations`` joins the options that helped alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcmplib.recipe import AS_WRITTEN, Recipe
+
+__all__ = [
+    "CV_FORMAT",
+    "CANDIDATES",
+    "FoldConfig",
+    "stratified_folds",
+    "fold_dataset",
+    "run_fold",
+    "cross_validate",
+    "cv_records",
+    "cv_table",
+]
+
+#: Version of the fold record's layout; part of every fold run's hash.
+CV_FORMAT = 1
+
+#: Named candidate sets: name -> {candidate label: recipe}.
+CANDIDATES: dict[str, dict[str, Recipe]] = {
+    "ablation": {
+        "as written": AS_WRITTEN,
+        "M = 32 chunks": Recipe(chunks=32),
+        "palm frame (every frame)": Recipe(frame="palm"),
+        "palm frame (first frame)": Recipe(frame="first-palm"),
+        "hand-size normalization": Recipe(hand_size=True),
+        "chunk velocities": Recipe(velocity=True),
+        "rotation +-30 deg": Recipe(rotate_deg=30.0),
+        "scaling +-15%": Recipe(scale=0.15),
+        "dropout 0.5": Recipe(dropout=0.5),
+        "weight decay 1e-3": Recipe(weight_decay=1e-3),
+        "attention within 1 bone": Recipe(neighbourhood=1),
+        "attention within 2 bones": Recipe(neighbourhood=2),
+    },
+}
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    """One fold run: train on the other folds of the training split, score this one."""
+
+    recipe: Recipe
+    fold: int
+    folds: int = 3
+    epochs: int = 300
+    seed: int = 0
+    dataset: str = "fpha"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise ValueError(f"folds: expected an integer >= 2, got {self.folds!r}")
+        if not isinstance(self.fold, int) or not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold: expected an integer in [0, {self.folds}), got {self.fold!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs: expected a positive integer, got {self.epochs!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+
+    def train_config(self, device: str = "auto") -> Any:
+        from tcmplib.train import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs,
+            eval_every=50,
+            seed=self.seed,
+            device=device,
+            **self.recipe.train_overrides(),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the run's numbers (not the device)."""
+        schedule = asdict(self.train_config())
+        schedule.pop("device")
+        return {
+            "format": CV_FORMAT,
+            "dataset": self.dataset,
+            "recipe": self.recipe.changes(),
+            "fold": self.fold,
+            "folds": self.folds,
+            "seed": self.seed,
+            "train": schedule,
+        }
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return f"fold{self.fold}of{self.folds}_e{self.epochs}_s{self.seed}_{self.hash}"
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """The fold (0..folds-1) of each sample: each class's samples, shuffled by ``seed``, dealt
+    round-robin, so every fold holds a share of every class (sizes differ by at most one)."""
+    labels = np.asarray(labels)
+    if folds < 2:
+        raise ValueError(f"folds: expected an integer >= 2, got {folds!r}")
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        # Continue the deal where the previous class stopped, so folds stay balanced in size.
+        fold_of[members] = (offset + np.arange(len(members))) % folds
+        offset += len(members)
+    return fold_of
+
+
+def fold_dataset(config: FoldConfig, root: str | os.PathLike[str] | None = None) -> Any:
+    """The fold's data set: training folds as ``x_train``, the held-out fold as ``x_test``,
+    under the config's recipe. The official test split is dropped before anything else."""
+    from dataclasses import replace
+
+    from tcmplib.data import build_dataset, generate_synthetic, load_fpha
+    from tcmplib.data.skeleton import SkeletonSequences
+    from tcmplib.recipe import prepare
+
+    raw = load_fpha(root) if config.dataset == "fpha" else generate_synthetic(config.seed)
+    train = np.flatnonzero(raw.is_train)
+    fold_of = stratified_folds(raw.labels[train], config.folds)
+    split = SkeletonSequences(
+        name=f"{raw.name}-cv",
+        sequences=tuple(raw.sequences[i] for i in train),
+        labels=raw.labels[train],
+        class_names=raw.class_names,
+        subjects=raw.subjects[train],
+        is_train=fold_of != config.fold,
+        ids=tuple(raw.ids[i] for i in train),
+        meta={},
+    )
+    recipe = config.recipe
+    positions = build_dataset(
+        split, recipe.chunks, frame=recipe.frame, hand_size=recipe.hand_size
+    )
+    return replace(prepare(positions, recipe), meta={"folds": config.folds, "fold": config.fold})
+
+
+def record_path(results_dir: str | os.PathLike[str], config: FoldConfig) -> Path:
+    return Path(results_dir) / f"{config.name}.json"
+
+
+def run_fold(
+    config: FoldConfig,
+    results_dir: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train and score one fold run; write its record atomically and return it."""
+    from tcmplib.sweep import provenance
+    from tcmplib.train import atomic_write, build_model, train
+
+    start = time.perf_counter()
+    data = fold_dataset(config, root)
+    model = build_model(config.recipe.gcn_config(data), seed=config.seed)
+    result = train(model, data, config.train_config(device), progress=progress)
+    curve = [
+        {"epoch": int(row["epoch"]), "val_class_avg_accuracy": row["test_class_avg_accuracy"],
+         "val_loss": row["test_loss"], "train_accuracy": row["train_accuracy"], "lr": row["lr"]}
+        for row in result.history
+        if "test_class_avg_accuracy" in row
+    ]  # fmt: skip
+    record = {
+        "format": CV_FORMAT,
+        "kind": "cv-fold",
+        "hash": config.hash,
+        "identity": config.identity(),
+        "recipe": asdict(config.recipe),
+        "epochs": config.epochs,
+        "train_sequences": int(len(data.y_train)),
+        "val_sequences": int(len(data.y_test)),
+        "weights": model.num_weights(),
+        "val_class_avg_accuracy": result.test["class_avg_accuracy"],
+        "val_accuracy": result.test["accuracy"],
+        "train_accuracy": result.train["accuracy"],
+        "curve": curve,
+        "wall_time_s": result.wall_time_s,
+        "provenance": provenance(result.device, time.perf_counter() - start),
+    }
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write(record_path(results_dir, config), lambda handle: handle.write(text.encode()))
+    return record
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CV record ({err})") from None
+    if not isinstance(record, dict) or record.get("kind") != "cv-fold":
+        raise ValueError(f"{path}: not a CV fold record (field 'kind' is not 'cv-fold')")
+    if record.get("format") != CV_FORMAT:
+        raise ValueError(f"{path}: CV record format {record.get('format')!r}, expected {CV_FORMAT}")
+    for key in ("hash", "recipe", "identity", "val_class_avg_accuracy", "curve"):
+        if key not in record:
+            raise ValueError(f"{path}: CV record without the field {key!r}")
+    return record
+
+
+def cv_records(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every fold record in ``results_dir`` (an unreadable file is an error naming it)."""
+    return [_read(path) for path in sorted(Path(results_dir).glob("fold*.json"))]
+
+
+def candidate_runs(
+    candidates: Mapping[str, Recipe],
+    *,
+    folds: int = 3,
+    epochs: int = 300,
+    seed: int = 0,
+    dataset: str = "fpha",
+) -> list[tuple[str, FoldConfig]]:
+    """Every (label, fold run) of ``candidates``, fold by fold."""
+    return [
+        (label, FoldConfig(recipe, fold, folds, epochs, seed, dataset))
+        for fold in range(folds)
+        for label, recipe in candidates.items()
+    ]
+
+
+@dataclass(frozen=True)
+class _FoldTask:
+    """:func:`run_fold` with the sweep's fixed arguments (picklable for Dask workers)."""
+
+    results_dir: str
+    root: str | None
+    device: str
+
+    def __call__(self, config: FoldConfig) -> str:
+        import torch
+
+        if self.device != "cuda":
+            torch.set_num_threads(1)  # one core per worker: workers run side by side
+        try:
+            run_fold(config, self.results_dir, root=self.root, device=self.device)
+        except Exception as err:  # one line for the summary; the worker's log has the rest
+            raise RuntimeError(f"{config.name}: {type(err).__name__}: {err}") from None
+        return str(record_path(self.results_dir, config))
+
+
+def cross_validate(
+    candidates: Mapping[str, Recipe],
+    results_dir: str | os.PathLike[str],
+    *,
+    folds: int = 3,
+    epochs: int = 300,
+    seed: int = 0,
+    dataset: str = "fpha",
+    root: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> dict[str, list[str]]:
+    """Run every fold run of ``candidates`` that has no record in ``results_dir`` yet.
+
+    ``workers=None`` runs them here, one after another; ``workers=n`` on a Dask
+    ``LocalCluster`` of n single-threaded workers. Returns the names of the runs found,
+    still missing (run unless ``dry_run``), and failed (with their one-line errors).
+    """
+    from tcmplib.sweep import KERNEL_ENV, _environment, _run_dask, _run_local
+
+    runs = candidate_runs(candidates, folds=folds, epochs=epochs, seed=seed, dataset=dataset)
+    configs = list(dict.fromkeys(config for _, config in runs))
+    done = [c for c in configs if record_path(results_dir, c).is_file()]
+    missing = [c for c in configs if c not in done]
+    summary: dict[str, list[str]] = {
+        "found": [c.name for c in done],
+        "missing": [c.name for c in missing],
+        "failed": [],
+    }
+    if dry_run or not missing:
+        return summary
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    task = _FoldTask(str(Path(results_dir).resolve()), str(root) if root else None, device)
+    with _environment(KERNEL_ENV):  # worker processes inherit the allocator settings
+        outcomes: Iterator[tuple[Any, str | None]] = iter(
+            _run_local(task, missing, progress=progress)  # type: ignore[arg-type]
+            if workers is None
+            else _run_dask(task, missing, progress=progress, scheduler=None, workers=workers)  # type: ignore[arg-type]
+        )
+        for config, error in outcomes:
+            if error is not None:
+                summary["failed"].append(error)
+    return summary
+
+
+def cv_table(
+    results_dir: str | os.PathLike[str], candidates: Mapping[str, Recipe] | None = None
+) -> Any:
+    """The ablation table: one row per recipe, accuracy (%) mean and std over folds.
+
+    With ``candidates``, rows are labelled and ordered by them (a candidate without records
+    is an error); otherwise every recipe found is listed, labelled by its options.
+    """
+    import pandas as pd
+
+    records = cv_records(results_dir)
+    by_recipe: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        key = json.dumps(Recipe(**record["recipe"]).changes(), sort_keys=True)
+        by_recipe.setdefault(key, []).append(record)
+    labels: list[tuple[str, str]]
+    if candidates is None:
+        labels = [(key, Recipe(**json.loads(key)).describe()) for key in by_recipe]
+    else:
+        labels = [(json.dumps(r.changes(), sort_keys=True), name) for name, r in candidates.items()]
+    rows = []
+    for key, label in labels:
+        found = by_recipe.get(key)
+        if not found:
+            raise ValueError(f"{results_dir}: no CV record for the candidate {label!r}")
+        accuracies = np.array([100 * r["val_class_avg_accuracy"] for r in found])
+        rows.append({
+            "candidate": label,
+            "options": Recipe(**json.loads(key)).describe(),
+            "folds": len(found),
+            "epochs": sorted({r["epochs"] for r in found}),
+            "weights": found[0]["weights"],
+            "cv accuracy (%)": float(accuracies.mean()),
+            "std": float(accuracies.std(ddof=1)) if len(found) > 1 else float("nan"),
+            "train accuracy (%)": float(np.mean([100 * r["train_accuracy"] for r in found])),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("candidate")

@@ -1,0 +1,304 @@
+"""The training recipe's options: each checked on hand-worked values, each in the run's hash."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import tcmplib.train
+from tcmplib import recipe as recipe_module
+from tcmplib.compact import compact_model
+from tcmplib.data import build_dataset, generate_synthetic
+from tcmplib.data.preprocess import node_signal, palm_axes, to_frame
+from tcmplib.model import AttentionGCN, GCNConfig, neighbourhood_mask
+from tcmplib.recipe import (
+    AS_WRITTEN,
+    Augmentation,
+    Recipe,
+    featurize,
+    prepare,
+    random_rotations,
+    rotation_matrices,
+)
+from tcmplib.select import FoldConfig
+from tcmplib.sweep import RunConfig
+from tcmplib.train import TrainConfig, build_model, train
+
+# One value per option that differs from the paper's text as written.
+SWITCHED = {
+    "chunks": 32,
+    "frame": "palm",
+    "hand_size": True,
+    "velocity": True,
+    "rotate_deg": 30.0,
+    "scale": 0.1,
+    "dropout": 0.5,
+    "neighbourhood": 2,
+    "weight_decay": 1e-3,
+}
+
+
+def test_every_option_has_a_switched_value_in_this_test() -> None:
+    assert set(SWITCHED) == {f.name for f in fields(Recipe)}
+
+
+@pytest.mark.parametrize("option", sorted(SWITCHED))
+def test_each_option_changes_the_run_hash(option: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    switched = Recipe(**{option: SWITCHED[option]})
+    monkeypatch.setitem(recipe_module.RECIPES, "test", switched)
+    plain = RunConfig(dataset="fpha", method="tcmp", rate=0.99, seed=0, profile="paper")
+    changed = replace(plain, recipe="test")
+    assert changed.hash != plain.hash
+    assert FoldConfig(switched, 0).hash != FoldConfig(AS_WRITTEN, 0).hash
+
+
+def test_as_written_keeps_the_hash_of_runs_recorded_before_recipes() -> None:
+    # results/fpha-paper holds this run, recorded before the recipe existed.
+    config = RunConfig(dataset="fpha", method="baseline", seed=0, profile="paper")
+    assert config.hash == "b6cfa062b0bd"
+
+
+def test_a_recipe_name_is_not_its_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(recipe_module.RECIPES, "alias", Recipe())
+    assert RunConfig(recipe="alias").hash == RunConfig().hash
+
+
+def test_equal_numbers_are_one_recipe() -> None:
+    assert Recipe(rotate_deg=30).changes() == Recipe(rotate_deg=30.0).changes()
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("colour=red", "recipe option 'colour': unknown"),
+        ("dropout=1.5", "recipe option dropout: expected a number in [0, 1)"),
+        ("frame=head", "recipe option frame: expected one of wrist, palm, first-palm"),
+        ("velocity=maybe", "recipe option velocity: expected true or false"),
+        ("chunks=many", "recipe option chunks: expected a number"),
+        ("scale", "recipe option 'scale': expected key=value"),
+    ],
+)
+def test_bad_options_are_one_line_errors(assignment: str, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        Recipe().with_options([assignment])
+
+
+def test_options_parse_from_text() -> None:
+    parsed = Recipe().with_options(["velocity=true", "rotate_deg=45", "neighbourhood=none"])
+    assert parsed == Recipe(velocity=True, rotate_deg=45.0)
+
+
+def test_unknown_recipe_name() -> None:
+    with pytest.raises(ValueError, match="recipe: expected one of"):
+        RunConfig(recipe="best")
+
+
+# ----------------------------------------------------------------------------- rotations
+
+
+def test_rotation_about_z_by_90_degrees_maps_x_to_y() -> None:
+    axis = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    rotation = rotation_matrices(axis, torch.tensor([math.pi / 2], dtype=torch.float64))[0]
+    expected = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(rotation.float(), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        rotation.float() @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    )
+
+
+def test_random_rotations_are_rotations_within_the_bound() -> None:
+    torch.manual_seed(0)
+    rotations = random_rotations(500, 30.0)
+    eye = torch.eye(3, dtype=torch.float64).expand(500, 3, 3)
+    torch.testing.assert_close(rotations @ rotations.transpose(1, 2), eye)
+    torch.testing.assert_close(torch.linalg.det(rotations), torch.ones(500, dtype=torch.float64))
+    # trace = 1 + 2 cos(angle)
+    angles = torch.rad2deg(torch.arccos(((rotations.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2)))
+    assert float(angles.max()) <= 30.0 + 1e-9
+    assert float(angles.max()) > 25.0  # the draw reaches near the bound
+
+
+def test_augmenting_the_signal_equals_augmenting_the_frames() -> None:
+    """Rotation and scaling commute with wrist centring and chunk means (module doc)."""
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(37, 21, 3)) * 40.0
+    rotation = random_rotations(1, 90.0)[0].numpy() * 1.1
+    on_frames = node_signal(frames @ rotation.T, 28)
+    signal = node_signal(frames, 28).reshape(21, 28, 3)
+    on_signal = (signal @ rotation.T).reshape(21, 84)
+    np.testing.assert_allclose(on_frames, on_signal, atol=1e-9)
+
+
+def test_augmentation_draws_anew_each_call_and_only_rotates_and_scales() -> None:
+    positions = torch.randn(5, 21, 12)
+    draw = Augmentation(positions, Recipe(rotate_deg=180.0, scale=0.2))
+    torch.manual_seed(0)
+    first, second = draw(), draw()
+    assert not torch.equal(first, second)
+    # Per sequence, one rotation times one scale: norms of every point scale alike.
+    ratio = first.reshape(5, 21, 4, 3).norm(dim=-1) / positions.reshape(5, 21, 4, 3).norm(dim=-1)
+    assert torch.allclose(ratio, ratio[:, :1, :1].expand_as(ratio), atol=1e-5)
+    assert float(ratio.min()) >= 0.8 - 1e-6 and float(ratio.max()) <= 1.2 + 1e-6
+
+
+# ----------------------------------------------------------------------------- node signal
+
+
+def test_velocity_appends_chunk_differences() -> None:
+    positions = torch.tensor([[[0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 3.0, 2.0, 1.0]]])  # 3 chunks
+    expected = torch.tensor(
+        [[[0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 2.0, 0.0,
+           -2.0]]]
+    )  # fmt: skip
+    torch.testing.assert_close(featurize(positions, velocity=True), expected)
+    assert featurize(positions, velocity=False) is positions
+
+
+def _hand(rotation: np.ndarray | None = None) -> np.ndarray:
+    """Two frames of a hand with its palm in the x-y plane, middle MCP along +x."""
+    rng = np.random.default_rng(1)
+    joints = rng.normal(size=(21, 3)) * 10.0
+    joints[0] = 0.0
+    joints[3] = [50.0, 0.0, 0.0]  # middle MCP
+    joints[2] = [45.0, 15.0, 0.0]  # index MCP
+    joints[5] = [40.0, -20.0, 0.0]  # pinky MCP
+    frames = np.stack([joints, joints * 1.0])
+    return frames if rotation is None else frames @ rotation.T
+
+
+def test_palm_axes_of_a_hand_built_in_them() -> None:
+    axes = palm_axes(_hand())
+    # x toward the middle MCP; normal = index x pinky along -z here, so z = (0, 0, -1)
+    np.testing.assert_allclose(axes[0], [[1, 0, 0], [0, -1, 0], [0, 0, -1]], atol=1e-12)
+
+
+@pytest.mark.parametrize("frame", ["palm", "first-palm"])
+def test_palm_frames_remove_the_viewpoint(frame: str) -> None:
+    rotation = random_rotations(1, 180.0)[0].numpy()
+    np.testing.assert_allclose(
+        to_frame(_hand(rotation), frame), to_frame(_hand(), frame), atol=1e-9
+    )
+
+
+def test_first_palm_keeps_the_hands_own_rotation_and_palm_removes_it() -> None:
+    frames = _hand()
+    turn = rotation_matrices(
+        torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
+    )[0].numpy()
+    frames[1] = frames[1] @ turn.T  # the hand turns between the two frames
+    palm, first = to_frame(frames, "palm"), to_frame(frames, "first-palm")
+    np.testing.assert_allclose(palm[1], palm[0], atol=1e-9)
+    assert not np.allclose(first[1], first[0])
+
+
+def test_hand_size_normalization_removes_the_hands_scale() -> None:
+    frames = _hand()
+    np.testing.assert_allclose(
+        node_signal(frames * 1.7, 2, hand_size=True), node_signal(frames, 2, hand_size=True)
+    )
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def test_neighbourhood_mask_by_hand() -> None:
+    one = neighbourhood_mask(1)
+    # The wrist touches the five MCPs; the thumb's tip (8) only its DIP (7).
+    assert sorted(torch.nonzero(one[0]).flatten().tolist()) == [0, 1, 2, 3, 4, 5]
+    assert sorted(torch.nonzero(one[8]).flatten().tolist()) == [7, 8]
+    two = neighbourhood_mask(2)
+    assert sorted(torch.nonzero(two[8]).flatten().tolist()) == [6, 7, 8]
+    assert torch.equal(one, one.T) and torch.equal(two, two.T)
+
+
+def test_attention_is_zero_outside_the_neighbourhood() -> None:
+    model = build_model(GCNConfig(neighbourhood=1), seed=0)
+    with torch.no_grad():
+        attention = model.attention(torch.randn(2, 21, 84))
+    outside = ~neighbourhood_mask(1)
+    assert float(attention[..., outside].abs().max()) == 0.0
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, 16, 21))
+
+
+def test_compact_network_keeps_the_neighbourhood() -> None:
+    model = build_model(GCNConfig(neighbourhood=2), seed=0).eval()
+    x = torch.randn(3, 21, 84)
+    torch.testing.assert_close(compact_model(model)(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_acts_in_training_only() -> None:
+    plain = build_model(GCNConfig(), seed=0)
+    dropped = build_model(GCNConfig(dropout=0.5), seed=0)
+    x = torch.randn(4, 21, 84)
+    dropped.eval()
+    torch.testing.assert_close(dropped(x), plain(x))
+    dropped.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        features, live = dropped.features(x), plain.features(x)
+    kept = features != 0
+    # Half of the live features are dropped, the rest scaled by 1 / (1 - 0.5).
+    assert abs(float(kept.sum()) / float((live != 0).sum()) - 0.5) < 0.02
+    torch.testing.assert_close(features[kept], 2.0 * live[kept])
+
+
+def test_model_config_rejects_bad_options() -> None:
+    with pytest.raises(ValueError, match="GCNConfig.dropout"):
+        AttentionGCN(GCNConfig(dropout=1.0))
+    with pytest.raises(ValueError, match="GCNConfig.neighbourhood: needs the hand's 21"):
+        GCNConfig(nodes=6, neighbourhood=1)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _small_recipe_data(recipe: Recipe):
+    raw = generate_synthetic(0)
+    keep = np.r_[np.flatnonzero(raw.is_train)[:60], np.flatnonzero(~raw.is_train)[:30]]
+    from tcmplib.data.skeleton import SkeletonSequences
+
+    subset = SkeletonSequences(
+        name="tiny",
+        sequences=tuple(raw.sequences[i] for i in keep),
+        labels=raw.labels[keep],
+        class_names=raw.class_names,
+        subjects=raw.subjects[keep],
+        is_train=raw.is_train[keep],
+        ids=tuple(raw.ids[i] for i in keep),
+    )
+    positions = build_dataset(subset, 4, frame=recipe.frame, hand_size=recipe.hand_size)
+    return prepare(positions, recipe)
+
+
+def test_augmented_training_resumes_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = Recipe(rotate_deg=30.0, scale=0.1, dropout=0.3, velocity=True)
+    data = _small_recipe_data(recipe)
+    config = TrainConfig(epochs=6, eval_every=3, checkpoint_every=3, device="cpu")
+    gcn = replace(recipe.gcn_config(data), heads=2, channels=8)
+    whole = train(build_model(gcn, seed=0), data, config, progress=False)
+
+    original = tcmplib.train._save_checkpoint
+
+    def save_then_stop(*args: Any) -> None:
+        original(*args)
+        raise KeyboardInterrupt
+
+    folder = tmp_path / "ckpt"
+    monkeypatch.setattr(tcmplib.train, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model(gcn, seed=0), data, config, progress=False, checkpoint_dir=folder)
+    monkeypatch.setattr(tcmplib.train, "_save_checkpoint", original)
+    resumed = train(build_model(gcn, seed=0), data, config, progress=False, checkpoint_dir=folder)
+    assert resumed.resumed_from_epoch == 3
+    assert [row["loss"] for row in resumed.history] == [row["loss"] for row in whole.history]
+    assert resumed.test == whole.test
+    assert data.d_in == 2 * 3 * 4  # velocity doubles the chunk positions

@@ -1,0 +1,88 @@
+"""Cross-validation on the training split: folds, fold runs, resumption, the ablation table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tcmplib import cli
+from tcmplib.recipe import AS_WRITTEN, Recipe
+from tcmplib.select import (
+    FoldConfig,
+    cross_validate,
+    cv_records,
+    cv_table,
+    fold_dataset,
+    stratified_folds,
+)
+
+
+def test_stratified_folds_spread_every_class_evenly() -> None:
+    labels = np.repeat(np.arange(4), [9, 10, 11, 3])
+    folds = stratified_folds(labels, 3, seed=0)
+    for label in range(4):
+        counts = np.bincount(folds[labels == label], minlength=3)
+        assert counts.max() - counts.min() <= 1
+    sizes = np.bincount(folds, minlength=3)
+    assert sizes.max() - sizes.min() <= 1
+    assert np.array_equal(folds, stratified_folds(labels, 3, seed=0))
+    assert not np.array_equal(folds, stratified_folds(labels, 3, seed=1))
+
+
+def test_fold_data_never_holds_the_test_split() -> None:
+    config = FoldConfig(AS_WRITTEN, fold=1, folds=3, epochs=1, dataset="synthetic")
+    data = fold_dataset(config)
+    assert len(data.y_train) + len(data.y_test) == 600  # the training split only
+    assert abs(len(data.y_test) - 200) <= 1
+    assert set(data.y_test.tolist()) == set(range(45))  # stratified: every class held out
+
+
+def test_fold_config_validates() -> None:
+    with pytest.raises(ValueError, match="fold: expected an integer in \\[0, 3\\)"):
+        FoldConfig(AS_WRITTEN, fold=3, folds=3)
+    with pytest.raises(ValueError, match="folds: expected an integer >= 2"):
+        FoldConfig(AS_WRITTEN, fold=0, folds=1)
+
+
+def test_cross_validate_runs_resumes_and_tabulates(tmp_path: Path) -> None:
+    candidates = {"as written": AS_WRITTEN, "velocity": Recipe(velocity=True, rotate_deg=10.0)}
+    kwargs = {"folds": 2, "epochs": 2, "dataset": "synthetic", "device": "cpu", "progress": False}
+    planned = cross_validate(candidates, tmp_path, dry_run=True, **kwargs)  # type: ignore[arg-type]
+    assert len(planned["missing"]) == 4 and not planned["found"]
+    done = cross_validate(candidates, tmp_path, **kwargs)  # type: ignore[arg-type]
+    assert not done["failed"]
+    again = cross_validate(candidates, tmp_path, dry_run=True, **kwargs)  # type: ignore[arg-type]
+    assert len(again["found"]) == 4 and not again["missing"]
+
+    table = cv_table(tmp_path, candidates)
+    assert list(table.index) == ["as written", "velocity"]
+    assert list(table["folds"]) == [2, 2]
+    records = cv_records(tmp_path)
+    plain = [r for r in records if r["recipe"] == json.loads(json.dumps(vars(AS_WRITTEN)))]
+    expected = 100 * np.mean([r["val_class_avg_accuracy"] for r in plain])
+    assert table.loc["as written", "cv accuracy (%)"] == pytest.approx(expected)
+    # velocity doubles d_in: 2 x (3 x 84 x 128) more attention and convolution weights
+    assert table.loc["velocity", "weights"] - table.loc["as written", "weights"] == 32_256
+
+
+def test_an_old_or_foreign_record_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "fold0of3_e300_s0_abc.json").write_text(json.dumps({"kind": "other"}))
+    with pytest.raises(ValueError, match="fold0of3_e300_s0_abc.json: not a CV fold record"):
+        cv_records(tmp_path)
+
+
+def test_a_candidate_without_records_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no CV record for the candidate 'as written'"):
+        cv_table(tmp_path, {"as written": AS_WRITTEN})
+
+
+def test_cli_cv_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(
+        ["cv", "ablation", "--dataset", "synthetic", "--results", str(tmp_path), "--dry-run"]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "0 done, 36 to run" in out
