@@ -13,7 +13,9 @@ node signal (:mod:`tcmplib.data.preprocess`)
 augmentation, drawn anew at every epoch from torch's global RNG (seeded and checkpointed by
 the trainer, so a resumed run repeats an uninterrupted one)
     ``rotate_deg`` (a random 3-D rotation about a uniformly drawn axis, by an angle uniform
-    in +-rotate_deg), ``scale`` (a factor uniform in 1 +- scale), per sequence;
+    in +-rotate_deg), ``scale`` (a factor uniform in 1 +- scale), ``time_crop`` (the
+    sequence cut to a random window of at least 1 - time_crop of its duration before
+    chunking, which also stretches it in time), per sequence;
 network (:class:`tcmplib.model.GCNConfig`)
     ``dropout`` on the dense layer's inputs, ``neighbourhood`` (attention within k bones);
 optimizer
@@ -22,7 +24,10 @@ optimizer
 Rotation and scaling act on every frame of a sequence alike; chunk means, wrist centring
 and chunk differences are linear maps that commute with them, so the augmentation is
 applied to the node signal's chunk positions: the same numbers as augmenting the frames
-before chunking, at a fraction of the cost (a test checks the commutation).
+before chunking, at a fraction of the cost (a test checks the commutation). A time crop
+does need the frames: the window is cut into C equal spans of continuous time, each frame
+standing for one unit of time, and a chunk is the time-weighted mean of the frames its span
+covers, read off cumulative sums of the frames in one gather for the whole split.
 
 Which options the *selected* recipe switches on is chosen by cross-validation on the training
 split (:mod:`tcmplib.select`); chapter 2 shows the ablation and the choice.
@@ -31,15 +36,16 @@ split (:mod:`tcmplib.select`); chapter 2 shows the ablation and the choice.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from tcmplib.data import SkeletonDataset, load_dataset
-from tcmplib.data.preprocess import FRAMES
+from tcmplib.data import SkeletonDataset, generate_synthetic, load_dataset, load_fpha
+from tcmplib.data.preprocess import FRAMES, signal_frames
 from tcmplib.model import GCNConfig
 
 __all__ = [
@@ -67,6 +73,7 @@ class Recipe:
     velocity: bool = False
     rotate_deg: float = 0.0
     scale: float = 0.0
+    time_crop: float = 0.0
     dropout: float = 0.0
     neighbourhood: int | None = None
     weight_decay: float = 0.0
@@ -88,6 +95,8 @@ class Recipe:
             fail("rotate_deg", "a number of degrees in [0, 180]")
         if not _is_number(self.scale) or not 0.0 <= self.scale < 1.0:
             fail("scale", "a number in [0, 1)")
+        if not _is_number(self.time_crop) or not 0.0 <= self.time_crop < 1.0:
+            fail("time_crop", "a number in [0, 1)")
         if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             fail("dropout", "a number in [0, 1)")
         if self.neighbourhood is not None and (
@@ -97,7 +106,7 @@ class Recipe:
         if not _is_number(self.weight_decay) or self.weight_decay < 0.0:
             fail("weight_decay", "a number >= 0")
         # 30 and 30.0 are one recipe: store floats, so that its identity (and hash) is one too.
-        for name in ("rotate_deg", "scale", "dropout", "weight_decay"):
+        for name in ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     # -- identity ---------------------------------------------------------------------------
@@ -153,7 +162,7 @@ class Recipe:
 
     @property
     def augments(self) -> bool:
-        return self.rotate_deg > 0.0 or self.scale > 0.0
+        return self.rotate_deg > 0.0 or self.scale > 0.0 or self.time_crop > 0.0
 
 
 def _is_int(value: object) -> bool:
@@ -167,7 +176,8 @@ def _is_number(value: object) -> bool:
 
 
 _TYPES = {"chunks": int, "frame": str, "hand_size": bool, "velocity": bool,
-          "rotate_deg": float, "scale": float, "dropout": float, "neighbourhood": int,
+          "rotate_deg": float, "scale": float, "time_crop": float, "dropout": float,
+          "neighbourhood": int,
           "weight_decay": float}  # fmt: skip
 
 
@@ -261,14 +271,31 @@ class Augmentation:
 
     positions: Tensor  # (N, 21, 3C) training chunk positions, normalized
     recipe: Recipe
-    _on_device: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    #: With a time crop: the normalized frames of every training sequence, zero-padded to the
+    #: longest, (N, T, 21, 3), and each sequence's length.
+    frames: Tensor | None = None
+    lengths: Tensor | None = None
+    _on_device: dict[str, tuple[Tensor, Tensor | None]] = field(default_factory=dict, repr=False)
 
-    def __call__(self, device: torch.device | str = "cpu") -> Tensor:
+    def __post_init__(self) -> None:
+        if self.recipe.time_crop > 0.0 and (self.frames is None or self.lengths is None):
+            raise ValueError("Augmentation: a time crop needs the training frames and lengths")
+
+    def _tensors(self, device: torch.device | str) -> tuple[Tensor, Tensor | None]:
         key = str(device)
         if key not in self._on_device:
-            self._on_device = {key: self.positions.to(device)}
-        positions = self._on_device[key]
+            sums = None
+            if self.frames is not None and self.recipe.time_crop > 0.0:
+                flat = self.frames.flatten(2).to(device, torch.float64)
+                sums = torch.cat([torch.zeros_like(flat[:, :1]), flat.cumsum(1)], dim=1)
+            self._on_device = {key: (self.positions.to(device), sums)}
+        return self._on_device[key]
+
+    def __call__(self, device: torch.device | str = "cpu") -> Tensor:
+        positions, sums = self._tensors(device)
         n, nodes, width = positions.shape
+        if sums is not None:
+            positions = self._cropped(sums, width // 3, device).to(positions.dtype)
         # The random numbers come from the CPU generator whatever the device, so a run's draws
         # do not depend on where it trains.
         transform = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
@@ -281,22 +308,73 @@ class Augmentation:
         moved = torch.einsum("nvcj,nkj->nvck", points, transform.to(device, positions.dtype))
         return featurize(moved.reshape(n, nodes, width), self.recipe.velocity)
 
+    def _cropped(self, sums: Tensor, chunks: int, device: torch.device | str) -> Tensor:
+        """Chunk positions (N, 21, 3C) of a random window of every sequence."""
+        assert self.lengths is not None
+        n = len(self.lengths)
+        length = self.lengths.to(torch.float64)
+        share = 1.0 - torch.rand(n, dtype=torch.float64) * self.recipe.time_crop
+        start = torch.rand(n, dtype=torch.float64) * (1.0 - share)
+        steps = torch.linspace(0.0, 1.0, chunks + 1, dtype=torch.float64)
+        bounds = ((start[:, None] + share[:, None] * steps) * length[:, None]).to(device)
+        bounds = torch.minimum(bounds, length.to(device)[:, None])  # float round-off at the end
+        # F(t) = sums[k] + (t - k) * frame[k], k = floor(t) (the last frame's end included).
+        k = bounds.floor().long().clamp(max=(self.lengths.to(device) - 1)[:, None])
+        index = k[..., None].expand(-1, -1, sums.shape[-1])
+        at = torch.gather(sums, 1, index) + (bounds - k)[..., None] * (
+            torch.gather(sums, 1, index + 1) - torch.gather(sums, 1, index)
+        )
+        means = (at[:, 1:] - at[:, :-1]) / (bounds[:, 1:] - bounds[:, :-1])[..., None]
+        return means.reshape(n, chunks, -1, 3).transpose(1, 2).reshape(n, -1, 3 * chunks)
 
-def prepare(positions: SkeletonDataset, recipe: Recipe) -> SkeletonDataset:
+
+def prepare(
+    positions: SkeletonDataset,
+    recipe: Recipe,
+    train_sequences: Sequence[np.ndarray] | None = None,
+) -> SkeletonDataset:
     """The data set a run trains on: ``positions`` (node signals of chunk positions, as
     :func:`tcmplib.data.load_dataset` returns them) featurized under ``recipe``, with the
-    per-epoch augmentation attached as ``draw_train`` when the recipe augments."""
+    per-epoch augmentation attached as ``draw_train`` when the recipe augments.
+
+    A time crop needs the raw frames of the training sequences (``train_sequences``, in the
+    order of ``positions.x_train``)."""
     x_train = featurize(positions.x_train, recipe.velocity)
     x_test = featurize(positions.x_test, recipe.velocity)
-    draw = Augmentation(positions.x_train, recipe) if recipe.augments else None
+    draw = None
+    if recipe.augments:
+        frames = lengths = None
+        if recipe.time_crop > 0.0:
+            if train_sequences is None or len(train_sequences) != len(positions.x_train):
+                raise ValueError(
+                    "prepare: a time crop needs the raw frames of every training sequence"
+                )
+            frames, lengths = _padded_frames(train_sequences, recipe, positions.meta["scale_mm"])
+        draw = Augmentation(positions.x_train, recipe, frames, lengths)
     meta = {**positions.meta, "recipe": asdict(recipe), "d_in": int(x_train.shape[-1])}
     return replace(positions, x_train=x_train, x_test=x_test, meta=meta, draw_train=draw)
+
+
+def _padded_frames(
+    sequences: Sequence[np.ndarray], recipe: Recipe, scale: float
+) -> tuple[Tensor, Tensor]:
+    """The training frames as the node signal sees them, normalized, zero-padded: (N, T, 21, 3)."""
+    prepared = [
+        signal_frames(frames, frame=recipe.frame, hand_size=recipe.hand_size) / scale
+        for frames in sequences
+    ]
+    lengths = torch.tensor([len(frames) for frames in prepared])
+    padded = np.zeros((len(prepared), int(lengths.max()), *prepared[0].shape[1:]), np.float32)
+    for i, frames in enumerate(prepared):
+        padded[i, : len(frames)] = frames
+    return torch.from_numpy(padded), lengths
 
 
 def load_recipe_data(
     recipe: Recipe, dataset: str = "synthetic", *, root: Any = None, seed: int = 0
 ) -> SkeletonDataset:
-    """:func:`tcmplib.data.load_dataset` with the recipe's signal options, then :func:`prepare`."""
+    """:func:`tcmplib.data.load_dataset` with the recipe's signal options, then :func:`prepare`
+    (with the raw training frames when the recipe crops in time)."""
     positions = load_dataset(
         dataset,
         chunks=recipe.chunks,
@@ -305,4 +383,8 @@ def load_recipe_data(
         frame=recipe.frame,
         hand_size=recipe.hand_size,
     )
-    return prepare(positions, recipe)
+    sequences = None
+    if recipe.time_crop > 0.0:
+        raw = load_fpha(root) if dataset == "fpha" else generate_synthetic(seed)
+        sequences = [raw.sequences[i] for i in np.flatnonzero(raw.is_train)]
+    return prepare(positions, recipe, sequences)

@@ -59,6 +59,7 @@ CANDIDATES: dict[str, dict[str, Recipe]] = {
         "chunk velocities": Recipe(velocity=True),
         "rotation +-30 deg": Recipe(rotate_deg=30.0),
         "scaling +-15%": Recipe(scale=0.15),
+        "time crop (>= 80% kept)": Recipe(time_crop=0.2),
         "dropout 0.5": Recipe(dropout=0.5),
         "weight decay 1e-3": Recipe(weight_decay=1e-3),
         "attention within 1 bone": Recipe(neighbourhood=1),
@@ -167,7 +168,9 @@ def fold_dataset(config: FoldConfig, root: str | os.PathLike[str] | None = None)
     positions = build_dataset(
         split, recipe.chunks, frame=recipe.frame, hand_size=recipe.hand_size
     )
-    return replace(prepare(positions, recipe), meta={"folds": config.folds, "fold": config.fold})
+    sequences = [split.sequences[i] for i in np.flatnonzero(split.is_train)]
+    prepared = prepare(positions, recipe, sequences)
+    return replace(prepared, meta={**prepared.meta, "folds": config.folds, "fold": config.fold})
 
 
 def record_path(results_dir: str | os.PathLike[str], config: FoldConfig) -> Path:

@@ -39,6 +39,7 @@ SWITCHED = {
     "velocity": True,
     "rotate_deg": 30.0,
     "scale": 0.1,
+    "time_crop": 0.2,
     "dropout": 0.5,
     "neighbourhood": 2,
     "weight_decay": 1e-3,
@@ -146,6 +147,48 @@ def test_augmentation_draws_anew_each_call_and_only_rotates_and_scales() -> None
     ratio = first.reshape(5, 21, 4, 3).norm(dim=-1) / positions.reshape(5, 21, 4, 3).norm(dim=-1)
     assert torch.allclose(ratio, ratio[:, :1, :1].expand_as(ratio), atol=1e-5)
     assert float(ratio.min()) >= 0.8 - 1e-6 and float(ratio.max()) <= 1.2 + 1e-6
+
+
+def _frames_counting_time(length: int) -> np.ndarray:
+    """Frames whose every coordinate is the frame's index (the wrist at 0)."""
+    frames = np.repeat(np.arange(length, dtype=np.float64)[:, None, None], 21, axis=1)
+    frames = np.repeat(frames, 3, axis=2)
+    frames[:, 0] = 0.0
+    return frames
+
+
+def test_time_crop_of_the_whole_sequence_is_the_papers_chunking() -> None:
+    sequences = [_frames_counting_time(8), _frames_counting_time(12)]
+    positions = torch.from_numpy(np.stack([node_signal(f, 4) for f in sequences])).float()
+    draw = Augmentation(
+        positions,
+        Recipe(time_crop=1e-12),  # a window of the whole sequence
+        *_padded(sequences),
+    )
+    # Chunks of 8 frames: (0+1)/2, (2+3)/2, ... = 0.5, 2.5, 4.5, 6.5
+    torch.testing.assert_close(draw(), positions, atol=1e-5, rtol=0)
+    assert float(draw()[0, 1, 3]) == pytest.approx(2.5)
+
+
+def test_time_crop_takes_a_window_of_the_sequence() -> None:
+    sequences = [_frames_counting_time(100)]
+    positions = torch.from_numpy(np.stack([node_signal(f, 4) for f in sequences])).float()
+    draw = Augmentation(positions, Recipe(time_crop=0.5), *_padded(sequences))
+    torch.manual_seed(0)
+    for _ in range(20):
+        chunks = draw()[0, 1].reshape(4, 3)[:, 0]
+        steps = torch.diff(chunks)
+        # Equal spans of a window of 50 to 100 frames: steps of 12.5 to 25 frames (equal up
+        # to where a span's ends cut a frame: frames are steps in time, not a ramp).
+        torch.testing.assert_close(steps, steps[:1].expand(3), atol=0.05, rtol=0)
+        assert 12.5 - 0.05 <= float(steps[0]) <= 25.0 + 0.05
+        assert float(chunks[0]) >= 0.0 and float(chunks[-1]) <= 99.0
+
+
+def _padded(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    from tcmplib.recipe import _padded_frames
+
+    return _padded_frames(sequences, Recipe(), 1.0)
 
 
 # ----------------------------------------------------------------------------- node signal
@@ -274,13 +317,14 @@ def _small_recipe_data(recipe: Recipe):
         ids=tuple(raw.ids[i] for i in keep),
     )
     positions = build_dataset(subset, 4, frame=recipe.frame, hand_size=recipe.hand_size)
-    return prepare(positions, recipe)
+    train_frames = [subset.sequences[i] for i in np.flatnonzero(subset.is_train)]
+    return prepare(positions, recipe, train_frames)
 
 
 def test_augmented_training_resumes_bit_for_bit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recipe = Recipe(rotate_deg=30.0, scale=0.1, dropout=0.3, velocity=True)
+    recipe = Recipe(rotate_deg=30.0, scale=0.1, time_crop=0.2, dropout=0.3, velocity=True)
     data = _small_recipe_data(recipe)
     config = TrainConfig(epochs=6, eval_every=3, checkpoint_every=3, device="cpu")
     gcn = replace(recipe.gcn_config(data), heads=2, channels=8)

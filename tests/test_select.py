@@ -11,6 +11,7 @@ import pytest
 from tcmplib import cli
 from tcmplib.recipe import AS_WRITTEN, Recipe
 from tcmplib.select import (
+    CANDIDATES,
     FoldConfig,
     cross_validate,
     cv_records,
@@ -85,4 +86,5 @@ def test_cli_cv_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     out = capsys.readouterr().out
     assert status == 0
-    assert "0 done, 36 to run" in out
+    runs = 3 * len(CANDIDATES["ablation"])
+    assert f"0 done, {runs} to run" in out

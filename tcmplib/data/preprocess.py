@@ -48,6 +48,7 @@ __all__ = [
     "palm_axes",
     "to_frame",
     "mean_bone_length",
+    "signal_frames",
     "resample",
     "chunk_means",
     "node_signal",
@@ -136,6 +137,21 @@ def chunk_means(frames: np.ndarray, chunks: int) -> np.ndarray:
     return sums / sizes.reshape((-1,) + (1,) * (frames.ndim - 1))
 
 
+def signal_frames(
+    frames: np.ndarray, *, frame: str = "wrist", hand_size: bool = False
+) -> np.ndarray:
+    """Steps 1 (with the recipe's ``frame`` and ``hand_size``) before any chunking: the
+    frames whose chunk means are the node signal, (T, 21, 3) -> (T, 21, 3)."""
+    if frames.ndim != 3 or frames.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(
+            f"node_signal: expected frames of shape (T, {NUM_JOINTS}, 3), got {frames.shape}"
+        )
+    centred = to_frame(centre_on_wrist(frames), frame)
+    if hand_size:
+        centred = centred / mean_bone_length(frames)
+    return centred
+
+
 def node_signal(
     frames: np.ndarray, chunks: int, *, frame: str = "wrist", hand_size: bool = False
 ) -> np.ndarray:
@@ -144,13 +160,7 @@ def node_signal(
     ``frame`` and ``hand_size`` are the recipe's options (module doc); the defaults are the
     paper's signal.
     """
-    if frames.ndim != 3 or frames.shape[1:] != (NUM_JOINTS, 3):
-        raise ValueError(
-            f"node_signal: expected frames of shape (T, {NUM_JOINTS}, 3), got {frames.shape}"
-        )
-    centred = to_frame(centre_on_wrist(frames), frame)
-    if hand_size:
-        centred = centred / mean_bone_length(frames)
+    centred = signal_frames(frames, frame=frame, hand_size=hand_size)
     means = chunk_means(resample(centred, max(len(centred), chunks)), chunks)  # (C, 21, 3)
     return means.transpose(1, 0, 2).reshape(NUM_JOINTS, 3 * chunks)
 
