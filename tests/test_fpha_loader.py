@@ -101,6 +101,22 @@ def test_archive_is_streamed_without_unpacking(mini: Path, tmp_path: Path, mode:
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode", ["w:xz", "w:gz"])
+def test_truncated_archive_is_one_line_naming_it(mini: Path, tmp_path: Path, mode: str) -> None:
+    holder = tmp_path / "packed"
+    holder.mkdir()
+    archive = holder / f"{ANNOTATION_DIRNAME}.tar.{mode[2:]}"
+    with tarfile.open(archive, mode) as tar:
+        tar.add(mini / ANNOTATION_DIRNAME, arcname=ANNOTATION_DIRNAME)
+    (holder / SPLIT_FILENAME).write_bytes((mini / SPLIT_FILENAME).read_bytes())
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # a cut download
+    with pytest.raises(FPHAFormatError) as caught:
+        load_fpha(holder)
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: not a complete .tar.xz/.tar.gz archive")
+    assert "\n" not in message
+
+
 def test_root_may_be_the_annotation_folder_and_fpha_root_is_read(
     mini: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,11 +18,14 @@ up much later as a slightly worse accuracy. Any violation raises one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import lzma
 import os
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,7 +297,7 @@ def _skeleton_files(source: FPHASource) -> Iterator[tuple[str, str, bytes]]:
     An archive is streamed (``r|*``): members are read in storage order and never unpacked.
     """
     if source.is_archive:
-        with tarfile.open(source.annotations, "r|*") as archive:
+        with _reading_archive(source.annotations), tarfile.open(source.annotations, "r|*") as archive:
             for member in archive:
                 match = _SKELETON_PATH.search(member.name)
                 if match and member.isfile():
@@ -308,8 +311,23 @@ def _skeleton_files(source: FPHASource) -> Iterator[tuple[str, str, bytes]]:
                 yield match.group(1), str(path), path.read_bytes()
 
 
+@contextlib.contextmanager
+def _reading_archive(path: Path) -> Iterator[None]:
+    """Turn tarfile's and the decompressors' errors (a truncated or corrupt download raises
+    a bare 'unexpected end of data') into one :class:`FPHAFormatError` naming the archive."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        reason = str(err) or type(err).__name__
+        raise FPHAFormatError(
+            f"{path}: not a complete .tar.xz/.tar.gz archive ({reason}); download it again"
+        ) from None
+
+
 def _split_bytes_from_archive(archive_path: Path) -> bytes | None:
-    with tarfile.open(archive_path, "r|*") as archive:
+    with _reading_archive(archive_path), tarfile.open(archive_path, "r|*") as archive:
         for member in archive:
             if member.isfile() and Path(member.name).name == SPLIT_FILENAME:
                 handle = archive.extractfile(member)
