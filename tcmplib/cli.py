@@ -173,7 +173,8 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sweep.add_argument(
         "grid",
         choices=sorted(GRIDS),
-        help="table1: baseline + MP, greedy TC, TCMP and PMP at 50/75/95/99%%",
+        help="table1: baseline + MP, greedy TC, TCMP and PMP at 50/75/95/99%%; "
+        "baseline: the dense network alone",
     )
     sweep.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
     sweep.add_argument("--profile", choices=sorted(PROFILES), default="book")

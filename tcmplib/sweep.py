@@ -97,8 +97,9 @@ TABLE1_RATES = (0.5, 0.75, 0.95, 0.99)
 
 #: Named grids of (method, rate) pairs. ``table1``: Table 1-right of the paper (the baseline,
 #: MP, greedy TC and TCMP at 50/75/95/99%) plus PMP, the sibling paper's method, at the same
-#: rates.
+#: rates. ``baseline``: the dense network alone (a recipe's test accuracy).
 GRIDS: dict[str, tuple[tuple[str, float], ...]] = {
+    "baseline": (("baseline", 0.0),),
     "table1": (("baseline", 0.0),)
     + tuple(
         (method, rate) for rate in TABLE1_RATES for method in ("mp", "greedy-tc", "tcmp", "pmp")

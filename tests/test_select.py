@@ -88,3 +88,21 @@ def test_cli_cv_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert status == 0
     runs = 3 * len(CANDIDATES["ablation"])
     assert f"0 done, {runs} to run" in out
+
+
+def test_recipe_accuracies_read_the_committed_as_written_baselines() -> None:
+    from tcmplib.recipe_plots import recipe_accuracies
+
+    root = Path(__file__).resolve().parents[1]
+    table = recipe_accuracies({"as written": root / "results" / "fpha-paper"})
+    row = table.loc["as written"]
+    assert row["seeds"] == 3 and row["weights"] == 1_967_616
+    per_seed = [float(v) for v in row["per seed"].split(" / ")]
+    assert row["test accuracy (%)"] == pytest.approx(np.mean(per_seed), abs=0.01)
+
+
+def test_recipe_accuracies_of_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    from tcmplib.recipe_plots import recipe_accuracies
+
+    with pytest.raises(ValueError, match="no baseline result files for the recipe 'x'"):
+        recipe_accuracies({"x": tmp_path})

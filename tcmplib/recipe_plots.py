@@ -1,0 +1,125 @@
+"""Figures of the recipe chapter: cross-validation curves and the paper-scale learning curves.
+
+Both read committed records only (:mod:`tcmplib.select`'s fold records, the sweep's result
+files), so the figures are redrawn from the same numbers the tables print.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tcmplib.recipe import Recipe
+from tcmplib.select import cv_records
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["baseline_records", "plot_cv_curves", "plot_baseline_curves", "recipe_accuracies"]
+
+
+def baseline_records(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The dense baselines' result records in a sweep's results folder, by seed."""
+    records = []
+    for path in sorted(Path(results_dir).glob("baseline_rate0.0000_seed*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a readable result file ({err})") from None
+        if "history" not in record or "report" not in record:
+            raise ValueError(f"{path}: expected a result file with 'history' and 'report'")
+        records.append(record)
+    return sorted(records, key=lambda r: r["config"]["seed"])
+
+
+def recipe_accuracies(folders: Mapping[str, str | os.PathLike[str]]) -> Any:
+    """Test accuracy of the dense baseline per recipe (label -> results folder): per seed,
+    mean and sample std over seeds, in %, with the training accuracy at the end."""
+    import pandas as pd
+
+    rows = []
+    for label, folder in folders.items():
+        records = baseline_records(folder)
+        if not records:
+            raise ValueError(f"{folder}: no baseline result files for the recipe {label!r}")
+        test = np.array([100 * r["report"]["class_avg_accuracy"] for r in records])
+        rows.append({
+            "recipe": label,
+            "seeds": len(records),
+            "test accuracy (%)": float(test.mean()),
+            "std": float(test.std(ddof=1)) if len(test) > 1 else float("nan"),
+            "per seed": " / ".join(f"{value:.2f}" for value in test),
+            "weights": records[0]["report"]["total_weights"],
+            "training time (min)": float(np.mean([r["report"]["wall_time_s"] for r in records]))
+            / 60,
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("recipe")
+
+
+def plot_cv_curves(
+    results_dir: str | os.PathLike[str], candidates: Mapping[str, Recipe], title: str = ""
+) -> Figure:
+    """Held-out fold accuracy over epochs, mean over folds, one line per candidate."""
+    import matplotlib.pyplot as plt
+
+    by_recipe: dict[str, list[dict[str, Any]]] = {}
+    for record in cv_records(results_dir):
+        key = json.dumps(Recipe(**record["recipe"]).changes(), sort_keys=True)
+        by_recipe.setdefault(key, []).append(record)
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    for label, recipe in candidates.items():
+        records = by_recipe.get(json.dumps(recipe.changes(), sort_keys=True), [])
+        if not records:
+            raise ValueError(f"{results_dir}: no CV record for the candidate {label!r}")
+        epochs = [row["epoch"] for row in records[0]["curve"]]
+        values = np.array(
+            [[100 * row["val_class_avg_accuracy"] for row in r["curve"]] for r in records]
+        )
+        style = {"color": "black", "lw": 2.5} if not recipe.changes() else {"lw": 1.3}
+        ax.plot(epochs, values.mean(axis=0), label=label, marker=".", **style)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out fold accuracy, class-averaged (%)")
+    ax.legend(fontsize="x-small", ncol=2)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_baseline_curves(folders: Mapping[str, str | os.PathLike[str]]) -> Figure:
+    """Paper-scale learning curves of the dense baseline per recipe: test accuracy (left) and
+    learning rate (right) at the evaluated epochs, one thin line per seed, the mean bold."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for (label, folder), color in zip(folders.items(), ("tab:grey", "tab:blue", "tab:green"),
+                                      strict=False):  # fmt: skip
+        records = baseline_records(folder)
+        epochs = [row["epoch"] for row in records[0]["history"]]
+        test = np.array([[100 * r["test_class_avg_accuracy"] for r in rec["history"]]
+                         for rec in records])  # fmt: skip
+        train = np.array([[100 * r["train_accuracy"] for r in rec["history"]] for rec in records])
+        for row in test:
+            ax_acc.plot(epochs, row, color=color, lw=0.6, alpha=0.5)
+        ax_acc.plot(epochs, test.mean(axis=0), color=color, lw=2, label=f"{label}: test")
+        ax_acc.plot(epochs, train.mean(axis=0), color=color, lw=1, ls="--",
+                    label=f"{label}: training batch")  # fmt: skip
+        for rec in records:
+            ax_lr.plot(epochs, [r["lr"] for r in rec["history"]], color=color, lw=0.8)
+        ax_lr.plot([], [], color=color, label=label)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("class-averaged accuracy (%)")
+    ax_acc.set_ylim(0, 101)
+    ax_acc.legend(fontsize="small")
+    ax_acc.grid(alpha=0.3)
+    ax_lr.set_xlabel("epoch")
+    ax_lr.set_ylabel("learning rate (at evaluated epochs)")
+    ax_lr.set_yscale("log")
+    ax_lr.legend(fontsize="small")
+    ax_lr.grid(alpha=0.3)
+    return fig
