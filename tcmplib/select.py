@@ -65,6 +65,27 @@ CANDIDATES: dict[str, dict[str, Recipe]] = {
         "attention within 1 bone": Recipe(neighbourhood=1),
         "attention within 2 bones": Recipe(neighbourhood=2),
     },
+    # Chosen after the ablation's first fold (training split only): rotation helped most,
+    # then M = 32 and weight decay; palm frames and chunk velocities hurt. These join the
+    # options that helped alone, and try larger rotations.
+    "combinations": {
+        "as written": AS_WRITTEN,
+        "rotation +-30 deg": Recipe(rotate_deg=30.0),
+        "rotation +-60 deg": Recipe(rotate_deg=60.0),
+        "rotation 30 + M = 32": Recipe(rotate_deg=30.0, chunks=32),
+        "rotation 30 + weight decay": Recipe(rotate_deg=30.0, weight_decay=1e-3),
+        "rotation 30 + M = 32 + weight decay": Recipe(rotate_deg=30.0, chunks=32, weight_decay=1e-3),
+        "rotation 60 + M = 32 + weight decay": Recipe(rotate_deg=60.0, chunks=32, weight_decay=1e-3),
+        "rotation 30 + M = 32 + weight decay + time crop": Recipe(
+            rotate_deg=30.0, chunks=32, weight_decay=1e-3, time_crop=0.2
+        ),
+        "rotation 30 + M = 32 + weight decay + 1-bone attention": Recipe(
+            rotate_deg=30.0, chunks=32, weight_decay=1e-3, neighbourhood=1
+        ),
+        "rotation 30 + M = 32 + weight decay + dropout": Recipe(
+            rotate_deg=30.0, chunks=32, weight_decay=1e-3, dropout=0.5
+        ),
+    },
 }
 
 
