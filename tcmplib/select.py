@@ -165,7 +165,6 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
 def fold_dataset(config: FoldConfig, root: str | os.PathLike[str] | None = None) -> Any:
     """The fold's data set: training folds as ``x_train``, the held-out fold as ``x_test``,
     under the config's recipe. The official test split is dropped before anything else."""
-
     from tcmplib.data import build_dataset, generate_synthetic, load_fpha
     from tcmplib.data.skeleton import SkeletonSequences
     from tcmplib.recipe import prepare
