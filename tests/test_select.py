@@ -13,6 +13,7 @@ from tcmplib.recipe import AS_WRITTEN, Recipe
 from tcmplib.select import (
     CANDIDATES,
     FoldConfig,
+    best_candidate,
     cross_validate,
     cv_records,
     cv_table,
@@ -67,6 +68,9 @@ def test_cross_validate_runs_resumes_and_tabulates(tmp_path: Path) -> None:
     assert table.loc["as written", "cv accuracy (%)"] == pytest.approx(expected)
     # velocity doubles d_in: 2 x (3 x 84 x 128) more attention and convolution weights
     assert table.loc["velocity", "weights"] - table.loc["as written", "weights"] == 32_256
+    label, recipe = best_candidate(tmp_path, candidates)
+    assert table.loc[label, "cv accuracy (%)"] == table["cv accuracy (%)"].max()
+    assert recipe == candidates[label]
 
 
 def test_an_old_or_foreign_record_is_a_one_line_error(tmp_path: Path) -> None:
