@@ -217,6 +217,9 @@ AS_WRITTEN = Recipe()
 #: (chapter 2 shows the ablation behind it).
 RECIPES: dict[str, Recipe] = {
     "as-written": AS_WRITTEN,
+    # The best mean over 3 folds of the training split (results/fpha-cv, chapter
+    # 02b_training_recipe; a hidden check there fails the book if this stops being so).
+    "selected": Recipe(chunks=32, rotate_deg=30.0, neighbourhood=2, weight_decay=1e-3),
 }
 
 
