@@ -53,6 +53,8 @@ __all__ = [
     "AS_WRITTEN",
     "RECIPES",
     "get_recipe",
+    "recipe_from_env",
+    "RECIPE_ENV",
     "Augmentation",
     "featurize",
     "rotation_matrices",
@@ -221,6 +223,21 @@ RECIPES: dict[str, Recipe] = {
     # 02b_training_recipe; a hidden check there fails the book if this stops being so).
     "selected": Recipe(chunks=32, rotate_deg=30.0, neighbourhood=2, weight_decay=1e-3),
 }
+
+
+#: The environment variable the chapters read their recipe's name from.
+RECIPE_ENV = "TCMP_RECIPE"
+
+
+def recipe_from_env(default: str = "selected") -> tuple[str, Recipe]:
+    """The recipe named by ``$TCMP_RECIPE`` (``default`` when unset or empty), with its name."""
+    import os
+
+    name = os.environ.get(RECIPE_ENV, "").strip() or default
+    try:
+        return name, get_recipe(name)
+    except ValueError as err:
+        raise ValueError(f"{RECIPE_ENV}: {err}") from None
 
 
 def get_recipe(name: str) -> Recipe:

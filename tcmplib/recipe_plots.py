@@ -20,7 +20,13 @@ from tcmplib.select import cv_records
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["baseline_records", "plot_cv_curves", "plot_baseline_curves", "recipe_accuracies"]
+__all__ = [
+    "baseline_records",
+    "plot_cv_curves",
+    "plot_baseline_curves",
+    "recipe_accuracies",
+    "recipe_chapter_numbers",
+]
 
 
 def baseline_records(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -123,3 +129,47 @@ def plot_baseline_curves(folders: Mapping[str, str | os.PathLike[str]]) -> Figur
     ax_lr.legend(fontsize="small")
     ax_lr.grid(alpha=0.3)
     return fig
+
+
+def recipe_chapter_numbers(
+    cv_dir: str | os.PathLike[str],
+    candidates: Mapping[str, Mapping[str, Recipe]],
+    paper_scale: Mapping[str, str | os.PathLike[str]],
+) -> dict[str, float | str]:
+    """The numbers the recipe chapter's prose quotes, each computed from the records.
+
+    Gains are in points of held-out accuracy against "as written" (``<option>_gain``);
+    ``<recipe>_test``/``_std``/``_lr`` are the paper-scale test accuracy, its sample std over
+    seeds and the median learning rate of the last evaluated epoch.
+    """
+    from tcmplib.select import best_candidate, cv_table
+
+    table = cv_table(cv_dir, candidates["ablation"])
+    ablation = table["cv accuracy (%)"]
+    base = float(ablation["as written"])
+    keys = {"M = 32 chunks": "m32", "palm frame (every frame)": "palm",
+            "palm frame (first frame)": "first_palm", "hand-size normalization": "hand",
+            "chunk velocities": "velocity", "rotation +-30 deg": "rotation",
+            "scaling +-15%": "scale", "time crop (>= 80% kept)": "crop", "dropout 0.5": "dropout",
+            "weight decay 1e-3": "wd", "attention within 1 bone": "nb1",
+            "attention within 2 bones": "nb2"}  # fmt: skip
+    numbers: dict[str, float | str] = {"as_written_cv": base}
+    for label, key in keys.items():
+        numbers[f"{key}_gain"] = float(ablation[label]) - base
+        numbers[f"{key}_std"] = float(table.loc[label, "std"])
+    numbers["as_written_cv_std"] = float(table.loc["as written", "std"])
+    everything = {name: r for group in candidates.values() for name, r in group.items()}
+    label, best = best_candidate(cv_dir, everything)
+    best_row = cv_table(cv_dir, {label: best}).iloc[0]
+    numbers.update(selected_label=label, selected_options=best.describe(),
+                   selected_cv=float(best_row["cv accuracy (%)"]),
+                   selected_cv_std=float(best_row["std"]),
+                   selected_weights=int(best_row["weights"]))  # fmt: skip
+    accuracy = recipe_accuracies(paper_scale)
+    for name, folder in paper_scale.items():
+        key = name.replace(" ", "_")
+        numbers[f"{key}_test"] = float(accuracy.loc[name, "test accuracy (%)"])
+        numbers[f"{key}_test_std"] = float(accuracy.loc[name, "std"])
+        last_lr = [r["history"][-1]["lr"] for r in baseline_records(folder)]
+        numbers[f"{key}_lr"] = float(np.median(last_lr))
+    return numbers

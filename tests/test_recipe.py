@@ -346,3 +346,15 @@ def test_augmented_training_resumes_bit_for_bit(
     assert [row["loss"] for row in resumed.history] == [row["loss"] for row in whole.history]
     assert resumed.test == whole.test
     assert data.d_in == 2 * 3 * 4  # velocity doubles the chunk positions
+
+
+def test_recipe_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcmplib.recipe import RECIPES, recipe_from_env
+
+    monkeypatch.delenv("TCMP_RECIPE", raising=False)
+    assert recipe_from_env() == ("selected", RECIPES["selected"])
+    monkeypatch.setenv("TCMP_RECIPE", "as-written")
+    assert recipe_from_env() == ("as-written", AS_WRITTEN)
+    monkeypatch.setenv("TCMP_RECIPE", "best")
+    with pytest.raises(ValueError, match="^TCMP_RECIPE: recipe: expected one of"):
+        recipe_from_env()
