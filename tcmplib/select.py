@@ -127,7 +127,8 @@ class FoldConfig:
         return {
             "format": CV_FORMAT,
             "dataset": self.dataset,
-            "recipe": self.recipe.changes(),
+            # The whole recipe, defaults included: a changed default changes the run.
+            "recipe": asdict(self.recipe),
             "fold": self.fold,
             "folds": self.folds,
             "seed": self.seed,

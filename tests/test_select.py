@@ -110,3 +110,10 @@ def test_recipe_accuracies_of_an_empty_folder_is_an_error(tmp_path: Path) -> Non
 
     with pytest.raises(ValueError, match="no baseline result files for the recipe 'x'"):
         recipe_accuracies({"x": tmp_path})
+
+
+def test_a_fold_runs_identity_holds_the_whole_recipe() -> None:
+    from dataclasses import asdict
+
+    identity = FoldConfig(AS_WRITTEN, 0).identity()
+    assert identity["recipe"] == asdict(AS_WRITTEN)  # defaults included
