@@ -165,6 +165,10 @@ def recipe_chapter_numbers(
                    selected_cv=float(best_row["cv accuracy (%)"]),
                    selected_cv_std=float(best_row["std"]),
                    selected_weights=int(best_row["weights"]))  # fmt: skip
+    from tcmplib.tables import paper_table1_right
+
+    paper = float(paper_table1_right().loc[(0.0, "baseline"), "accuracy (%)"])
+    numbers["paper_baseline"] = paper
     accuracy = recipe_accuracies(paper_scale)
     for name, folder in paper_scale.items():
         key = name.replace(" ", "_")
@@ -172,4 +176,7 @@ def recipe_chapter_numbers(
         numbers[f"{key}_test_std"] = float(accuracy.loc[name, "std"])
         last_lr = [r["history"][-1]["lr"] for r in baseline_records(folder)]
         numbers[f"{key}_lr"] = float(np.median(last_lr))
+        numbers[f"{key}_gap"] = paper - numbers[f"{key}_test"]
+    if "selected" in paper_scale and "as written" in paper_scale:
+        numbers["test_gain"] = numbers["selected_test"] - numbers["as_written_test"]
     return numbers
