@@ -119,6 +119,16 @@ SCATTER_MIN_SHARE = 0.5
 SCATTER_MIN_BATCH = 256
 
 
+def _config_json(config: GCNConfig) -> dict[str, object]:
+    """The sizes a file records: dropout acts in training only, and the attention's
+    neighbourhood only when there is one (files of networks without it stay as they were)."""
+    fields = asdict(config)
+    del fields["dropout"]
+    if fields["neighbourhood"] is None:
+        del fields["neighbourhood"]
+    return fields
+
+
 class CompactGCN(nn.Module):
     """The attention GCN restricted to its live units; same input and output as the original.
 
@@ -317,7 +327,7 @@ def _description(compact: CompactGCN) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "config": asdict(compact.config),
+        "config": _config_json(compact.config),
         "kept": {
             "value_inputs": list(compact.kept.value_inputs),
             "channels": list(compact.kept.channels),
@@ -567,7 +577,7 @@ def save_structure(structure: CompactStructure, path: str | Path) -> Path:
     document = {
         "format": STRUCTURE_FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "config": asdict(structure.config),
+        "config": _config_json(structure.config),
         "kept_runs": {
             "value_inputs": _runs(kept.value_inputs),
             "channels": _runs(kept.channels),
