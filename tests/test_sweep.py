@@ -106,7 +106,7 @@ def test_table1_grid_is_the_papers_plus_pmp() -> None:
 
 
 def test_grid_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="grid: expected one of table1, got 'table9'"):
+    with pytest.raises(ValueError, match="grid: expected one of baseline, table1, got 'table9'"):
         expand_grid("table9")
     with pytest.raises(ValueError, match="seeds: expected a count >= 1"):
         expand_grid("table1", seeds=0)
@@ -167,6 +167,7 @@ def test_run_config_writes_a_complete_record_and_is_deterministic(tmp_path: Path
         "rate": 0.9,
         "seed": 1,
         "profile": "smoke",
+        "recipe": "as-written",
     }
     report = on_disk["report"]
     assert report["kept_weights"] == round(0.1 * 1_967_616) and report["target_rate"] == 0.9
