@@ -5,7 +5,8 @@ the pruning rate: 50%, 75%, 95% and 99% would crowd together on a linear axis, w
 paper's story happens between 95% and 99%. Error bars are the sample standard deviation over
 seeds (only where there is more than one). The paper's published numbers can be overlaid as
 hollow markers of the same colour, so that a reader compares shapes rather than tables.
-Colours follow the Okabe-Ito palette, as in :mod:`tcmplib.topology_plots`.
+Each method's colour and marker is its registered ``style`` (the Okabe-Ito palette, as in
+:mod:`tcmplib.topology_plots`).
 """
 
 from __future__ import annotations
@@ -17,24 +18,17 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from tcmplib.pruning import METHODS
 from tcmplib.tables import INDEX_NAMES, aggregate_seeds, method_label, method_rank
 
 __all__ = [
-    "METHOD_STYLE",
     "METRICS",
     "plot_metric_vs_rate",
     "plot_accuracy_vs_rate",
     "plot_ac_vs_rate",
 ]
 
-#: Colour and marker of each method; other methods get :data:`_FALLBACK_STYLE` in turn.
-METHOD_STYLE: dict[str, tuple[str, str]] = {
-    "mp": ("#E69F00", "o"),
-    "mp-oneshot": ("#D55E00", "v"),
-    "greedy-tc": ("#009E73", "s"),
-    "tcmp": ("#0072B2", "D"),
-    "pmp": ("#CC79A7", "^"),
-}
+# Methods registered without a style (or not registered) take these in turn.
 _FALLBACK_STYLE: tuple[tuple[str, str], ...] = (
     ("#56B4E9", "P"),
     ("#F0E442", "X"),
@@ -57,8 +51,8 @@ def _styles(keys: Sequence[str]) -> dict[str, tuple[str, str]]:
     styles: dict[str, tuple[str, str]] = {}
     spare = 0
     for key in keys:
-        if key in METHOD_STYLE:
-            styles[key] = METHOD_STYLE[key]
+        if key in METHODS:
+            styles[key] = METHODS[key].style
         else:
             styles[key] = _FALLBACK_STYLE[spare % len(_FALLBACK_STYLE)]
             spare += 1
@@ -72,7 +66,7 @@ def _kept_percent(rates: Sequence[float], position: int, count: int) -> list[flo
 
 
 def _pruned_keys(*tables: pd.DataFrame) -> list[str]:
-    """Method keys other than the baseline, in :data:`~tcmplib.tables.METHOD_ORDER`."""
+    """Method keys other than the baseline, in registration order."""
     keys = {str(key) for table in tables for key in table.index.get_level_values(INDEX_NAMES[1])}
     return sorted(keys - {"baseline"}, key=method_rank)
 

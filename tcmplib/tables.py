@@ -23,8 +23,9 @@ Table layout
 Tables returned here (:func:`table1_right`, :func:`paper_table1_right`,
 :func:`compare_with_paper`) are indexed by ``(target_rate, method_key)``: the nominal rate
 as a fraction and the method key, which is what the comparison joins on. The ``method``
-column holds the human label of :data:`METHOD_LABELS`. Rows run as in the paper: the
-baseline first, then by rate, and within a rate in :data:`METHOD_ORDER`. Numbers are rounded
+column holds the method's label (:attr:`tcmplib.pruning.PruningMethod.label`). Rows run as in
+the paper: the baseline first, then by rate, and within a rate in the registration order of
+:data:`tcmplib.pruning.METHODS`. Numbers are rounded
 the way they are printed (2 decimals, parameters as integers), so a table renders as is.
 """
 
@@ -42,12 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tcmplib.pruning import METHODS, method_label
 from tcmplib.train import atomic_write
 
 __all__ = [
-    "METHOD_LABELS",
-    "METHOD_ORDER",
-    "TC_BY_DESIGN",
     "RESULT_COLUMNS",
     "TABLE_COLUMNS",
     "COMPARISON_COLUMNS",
@@ -66,30 +65,6 @@ __all__ = [
     "to_markdown",
     "write_table",
 ]
-
-#: Human labels of the method keys, as the paper's "Observation" column writes them.
-METHOD_LABELS: dict[str, str] = {
-    "baseline": "Baseline GCN",
-    "mp": "MP",
-    "greedy-tc": "TCMP (greedy)",
-    "tcmp": "TCMP (our)",
-    "pmp": "PMP",
-    "mp-oneshot": "MP (one-shot)",
-}
-
-#: Row order within a pruning rate: the paper's order, then the methods it does not show.
-METHOD_ORDER: tuple[str, ...] = ("baseline", "mp", "greedy-tc", "tcmp", "pmp", "mp-oneshot")
-
-#: Whether a method enforces topological consistency by construction (the paper's TC
-#: column); ``None`` for the dense baseline, which prunes nothing ("NA").
-TC_BY_DESIGN: dict[str, bool | None] = {
-    "baseline": None,
-    "mp": False,
-    "mp-oneshot": False,
-    "greedy-tc": True,
-    "tcmp": True,
-    "pmp": False,
-}
 
 #: Columns of :func:`load_results` and their dtypes (accuracies in %, rates as fractions).
 RESULT_COLUMNS: dict[str, str] = {
@@ -175,22 +150,18 @@ _PAPER_CSV_COLUMNS = (
 # --------------------------------------------------------------------------- labels, order
 
 
-def method_label(key: str) -> str:
-    """The printed name of a method key; an unknown key prints as itself."""
-    return METHOD_LABELS.get(key, key)
-
-
 def tc_mark(key: str) -> str:
     """The paper's TC cell: ✓ when the method enforces consistency, ✗ when not, NA/? else."""
-    if key not in TC_BY_DESIGN:
+    if key not in METHODS:
         return "?"
-    tc = TC_BY_DESIGN[key]
+    tc = METHODS[key].tc_by_design
     return "NA" if tc is None else ("✓" if tc else "✗")
 
 
 def method_rank(key: str) -> tuple[int, str]:
-    """Known methods in :data:`METHOD_ORDER`, then unknown ones alphabetically."""
-    return (METHOD_ORDER.index(key), "") if key in METHOD_ORDER else (len(METHOD_ORDER), key)
+    """Registered methods in registration order (the paper's), then others alphabetically."""
+    order = list(METHODS)
+    return (order.index(key), "") if key in order else (len(order), key)
 
 
 def _row_order(rate: float, key: str) -> tuple[int, float, tuple[int, str]]:
@@ -292,7 +263,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     Columns are :data:`RESULT_COLUMNS`: ``target_rate`` is the nominal rate of the run's
     config, ``achieved_rate`` the measured one (fractions); ``class_avg_accuracy`` (the
     paper's accuracy) and ``accuracy`` are in %; ``file`` is the file's name. Rows are sorted
-    by method (:data:`METHOD_ORDER`), rate, seed and file name, so that a table built from
+    by method (registration order), rate, seed and file name, so that a table built from
     them does not depend on the order the file system lists them in. Subfolders and other
     files are ignored; an empty folder gives an empty frame with the same columns.
 
@@ -377,10 +348,10 @@ def table1_right(results: pd.DataFrame) -> pd.DataFrame:
 
     ``results`` is a frame of :func:`load_results` for one dataset and profile. Columns are
     :data:`TABLE_COLUMNS`: the mean achieved pruning rate in %, TC by design of the method
-    (:data:`TC_BY_DESIGN`), the mean number of kept weights, the mean % A-C, the mean
-    class-averaged accuracy in %, its sample standard deviation over seeds (NaN for a single
-    seed: one run says nothing about the spread), the number of seeds and the method's
-    label. The index is ``(target_rate, method_key)``.
+    (:attr:`~tcmplib.pruning.PruningMethod.tc_by_design`), the mean number of kept weights,
+    the mean % A-C, the mean class-averaged accuracy in %, its sample standard deviation
+    over seeds (NaN for a single seed: one run says nothing about the spread), the number of
+    seeds and the method's label. The index is ``(target_rate, method_key)``.
     """
     rate = aggregate_seeds(results, "achieved_rate")
     index = rate.index
@@ -415,7 +386,7 @@ def training_times(results: pd.DataFrame) -> pd.DataFrame:
     (the training of a run, summed over the calls of a resumed one). Grouped by the
     report's device string, which names the thread count ("cpu (1 threads)"), since runs on
     different devices are not comparable; rows are sorted by device, then in
-    :data:`METHOD_ORDER`. The index is ``(device, method_key)``; seconds are rounded to
+    registration order. The index is ``(device, method_key)``; seconds are rounded to
     integers and the total to 0.01 h, as printed.
     """
     missing = [name for name in ("device", "method", "wall_time_s") if name not in results]

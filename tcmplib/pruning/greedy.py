@@ -45,7 +45,8 @@ Method (``"greedy-tc"``)
 ------------------------
 Train the dense network for ``dense_fraction`` of the profile's epochs, select the mask
 above on ``|W|``, then retrain the kept weights under a :class:`FixedMask` for the rest of
-the epochs. Selection and weight training are decoupled, as in classic magnitude pruning;
+the epochs (the two-phase template :class:`~tcmplib.pruning.base.TwoPhaseMethod`, shared
+with one-shot MP). Selection and weight training are decoupled, as in classic magnitude pruning;
 whether the ICIP method retrains is not in its abstract, and we retrain so that it gets
 the same number of epochs as every other method. The
 report's ``details`` give the dense and just-pruned accuracies, the % A-C that plain MP
@@ -54,41 +55,22 @@ would have had on the same weights, and how many edges the completion added and 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
-from tcmplib.pruning.base import (
-    PruneResult,
-    PruningMethod,
-    make_report,
-    options_from,
-    phase_dir,
-    register,
-)
-from tcmplib.pruning.masks import FixedMask, attach, detach, keep_count, topk_masks
+from tcmplib.pruning.base import TwoPhaseMethod, TwoPhaseOptions
+from tcmplib.pruning.masks import FixedMask, attach, topk_masks
 from tcmplib.topology import analyze
-from tcmplib.train import TrainConfig, TrainData, evaluate, train
 
 __all__ = ["GreedyOptions", "GreedyStats", "GreedyTC", "greedy_tc_masks"]
 
 
-@dataclass(frozen=True)
-class GreedyOptions:
-    """Hyperparameters of greedy TC: how the profile's epochs are split (as one-shot MP)."""
-
-    dense_fraction: float = 0.5  # share of the epochs spent training the dense network
-
-    def __post_init__(self) -> None:
-        value = self.dense_fraction
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(
-                f"GreedyOptions.dense_fraction: expected a number in (0, 1), got {value!r}"
-            )
+#: Greedy TC's hyperparameters: how the profile's epochs are split (as one-shot MP).
+GreedyOptions = TwoPhaseOptions
 
 
 @dataclass(frozen=True)
@@ -337,82 +319,24 @@ def greedy_tc_masks(
     return masks, stats
 
 
-def _check_model(method: str, model: nn.Module) -> AttentionGCN:
-    if not isinstance(model, AttentionGCN):
-        raise TypeError(f"{method}: model: expected an AttentionGCN, got {type(model).__name__}")
-    return model
-
-
-@register
-class GreedyTC(PruningMethod):
+class GreedyTC(TwoPhaseMethod):
     """Train dense, select a TC mask greedily by magnitude, retrain; see the module doc."""
 
     name = "greedy-tc"
+    label = "TCMP (greedy)"
+    tc_by_design = True
+    style = ("#009E73", "s")
 
-    def run(
-        self,
-        model: nn.Module,
-        data: TrainData,
-        rate: float,
-        *,
-        train_config: TrainConfig,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        **options: object,
-    ) -> PruneResult:
-        gcn = _check_model(self.name, model)
-        opts = options_from(GreedyOptions, options, self.name)
-        epochs = train_config.epochs
-        if epochs < 2:
-            raise ValueError(
-                f"{self.name}: train_config.epochs: expected at least 2 (one dense, one "
-                f"retraining epoch), got {epochs}"
-            )
-        dense_epochs = min(max(1, round(opts.dense_fraction * epochs)), epochs - 1)
-        detach(gcn, bake=True)
-        dense = train(
-            gcn,
-            data,
-            replace(train_config, epochs=dense_epochs),
-            progress=progress,
-            checkpoint_dir=phase_dir(checkpoint_dir, "dense"),
-        )
-        weights = gcn.prunable()
-        keep = keep_count(gcn.num_weights(), rate)
+    def select(self, model: AttentionGCN, keep: int) -> dict[str, float]:
+        weights = model.prunable()
         magnitudes = {name: w.detach().abs() for name, w in weights.items()}
-        mp_topology = analyze(topk_masks(magnitudes, keep), gcn.config)
-        masks, stats = greedy_tc_masks(magnitudes, keep, gcn.config)
+        mp_topology = analyze(topk_masks(magnitudes, keep), model.config)
+        masks, stats = greedy_tc_masks(magnitudes, keep, model.config)
         device = next(iter(weights.values())).device
-        attach(gcn, {name: FixedMask(mask.to(device)) for name, mask in masks.items()})
-        pruned = evaluate(gcn, data.x_test, data.y_test)  # before retraining
-        retrain = train(
-            gcn,
-            data,
-            replace(train_config, epochs=epochs - dense_epochs),
-            progress=progress,
-            checkpoint_dir=phase_dir(checkpoint_dir, "retrain"),
-        )
-        history = [{**row, "phase": 0.0} for row in dense.history]
-        history += [
-            {**row, "epoch": row["epoch"] + dense_epochs, "phase": 1.0} for row in retrain.history
-        ]
-        report = make_report(
-            self.name,
-            gcn,
-            rate,
-            test=retrain.test,
-            wall_time_s=dense.wall_time_s + retrain.wall_time_s,
-            device=retrain.device,
-            history=history,
-            options=opts,
-            details={
-                "dense_epochs": float(dense_epochs),
-                "dense_class_avg_accuracy": dense.test["class_avg_accuracy"],
-                "pruned_class_avg_accuracy": pruned["class_avg_accuracy"],
-                "mp_percent_ac": mp_topology.percent_ac,
-                "completed_edges": float(stats.completed),
-                "trimmed_edges": float(stats.trimmed),
-                "refilled_edges": float(stats.refilled),
-            },
-        )
-        return PruneResult(gcn, report)
+        attach(model, {name: FixedMask(mask.to(device)) for name, mask in masks.items()})
+        return {
+            "mp_percent_ac": mp_topology.percent_ac,
+            "completed_edges": float(stats.completed),
+            "trimmed_edges": float(stats.trimmed),
+            "refilled_edges": float(stats.refilled),
+        }

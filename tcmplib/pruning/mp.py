@@ -30,7 +30,7 @@ where ``N`` is the number of weights of the network. Choices the paper leaves op
   switched back on (measured on the synthetic data at 95%, book profile: the soft rate fell
   from 84.5% to 75.3% over the last 14 epochs, and the crisp class-average accuracy was
   23.0% against 24.0% with the default).
-* **Step ceiling (revision 2).** Adam moves every weight by up to about the learning rate per
+* **Step ceiling.** Adam moves every weight by up to about the learning rate per
   step whatever its gradient, and the adaptive rule of :mod:`tcmplib.train` drives the rate
   up to its cap (1e-2) on long schedules. Once one step is wider than the band
   ``|w| < sqrt(T ln 3)`` in which ``psi < 1/2``, a pruned weight with a small but steady
@@ -38,8 +38,9 @@ where ``N`` is the number of weights of the network. Choices the paper leaves op
   and the budget term has no gradient left to pull it back. We therefore cap the learning
   rate at ``sqrt(T ln 3) / band_steps`` (default 2 steps across the band,
   :func:`~tcmplib.pruning.masks.band_lr_ceiling`); as ``T`` is annealed the cap falls with
-  it. Revision 1 had no cap: at paper scale on FPHA, TCMP at 99% (same mechanism, smaller
-  ``T``) held its budget for 2,000 epochs and then lost it within 50 (chapter 8).
+  it. Without the cap (the code of the runs in ``results/fpha-paper-superseded``), TCMP at
+  99% on FPHA at paper scale (same mechanism, smaller ``T``) held its budget for 2,000
+  epochs and then lost it within 50 (chapter 8).
 * **Final crisp network.** However short the training, the rate must be met exactly: at the
   end the relaxed weights ``W * psi(W)`` are baked in and the global top-``c`` by magnitude
   are kept with a :class:`~tcmplib.pruning.masks.FixedMask` (``|w psi(w)|`` is increasing in
@@ -53,32 +54,27 @@ History rows add ``temperature``, ``soft_kept`` (``sum psi``), ``soft_rate``, ``
 One-shot MP (``"mp-oneshot"``, the classic reference)
 -----------------------------------------------------
 Train the dense network, keep the global top-``c`` magnitudes (exact count, ties broken by
-position), retrain the kept weights under a fixed mask. To compare methods at equal training
-cost the profile's epochs are split: ``dense_fraction`` (default 1/2) for dense training, the
-rest for retraining (Adam state and learning rate restart with the retraining, as after any
-pruning step). History rows of the retraining are numbered after the dense ones and carry
-``phase`` 0 (dense) or 1 (retrain).
+position), retrain the kept weights under a fixed mask: the two-phase template
+:class:`~tcmplib.pruning.base.TwoPhaseMethod` (``dense_fraction``, default 1/2, of the epochs
+for dense training, the rest for retraining), shared with greedy TC.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from tcmplib.model import PRUNABLE, AttentionGCN
 from tcmplib.pruning.base import (
+    Job,
     PruneResult,
     PruningMethod,
-    make_report,
-    options_from,
-    phase_dir,
-    register,
+    TwoPhaseMethod,
+    TwoPhaseOptions,
 )
 from tcmplib.pruning.masks import (
     FixedMask,
@@ -86,10 +82,9 @@ from tcmplib.pruning.masks import (
     attach,
     band_lr_ceiling,
     detach,
-    keep_count,
     topk_masks,
 )
-from tcmplib.train import NoOpHook, TrainConfig, TrainData, evaluate, train
+from tcmplib.train import NoOpHook
 
 __all__ = [
     "MPOptions",
@@ -105,7 +100,8 @@ __all__ = [
 _HALF_KEPT = math.log(3.0)
 
 
-def _check_positive(owner: str, name: str, value: object) -> None:
+def check_positive(owner: str, name: str, value: object) -> None:
+    """An option that must be a positive finite number (one-line error naming it)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{owner}.{name}: expected a positive number, got {value!r}")
     if not math.isfinite(value):
@@ -119,13 +115,13 @@ class MPOptions:
     budget_weight: float = 10.0  # lambda, the paper's value (applied to the normalised gap)
     t0_scale: float = 1.0  # T0 = t0_scale * q^2, q = initial magnitude of the c-th largest weight
     t_end_ratio: float = 0.1  # T_end = T0 * t_end_ratio, reached at the last epoch
-    band_steps: float = 2.0  # learning rate <= sqrt(T ln 3) / band_steps (revision 2)
+    band_steps: float = 2.0  # learning rate <= sqrt(T ln 3) / band_steps
 
     def __post_init__(self) -> None:
-        _check_positive("MPOptions", "budget_weight", self.budget_weight)
-        _check_positive("MPOptions", "band_steps", self.band_steps)
-        _check_positive("MPOptions", "t0_scale", self.t0_scale)
-        _check_positive("MPOptions", "t_end_ratio", self.t_end_ratio)
+        check_positive("MPOptions", "budget_weight", self.budget_weight)
+        check_positive("MPOptions", "band_steps", self.band_steps)
+        check_positive("MPOptions", "t0_scale", self.t0_scale)
+        check_positive("MPOptions", "t_end_ratio", self.t_end_ratio)
         if self.t_end_ratio > 1:
             raise ValueError(
                 f"MPOptions.t_end_ratio: expected a number in (0, 1] (T only decreases), "
@@ -133,18 +129,8 @@ class MPOptions:
             )
 
 
-@dataclass(frozen=True)
-class OneShotOptions:
-    """Hyperparameters of one-shot MP: how the profile's epochs are split."""
-
-    dense_fraction: float = 0.5  # share of the epochs spent training the dense network
-
-    def __post_init__(self) -> None:
-        value = self.dense_fraction
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(
-                f"OneShotOptions.dense_fraction: expected a number in (0, 1), got {value!r}"
-            )
+#: One-shot MP's hyperparameters: how the profile's epochs are split (the two-phase template's).
+OneShotOptions = TwoPhaseOptions
 
 
 def linear_temperature(epoch: int, epochs: int, t0: float, t_end: float) -> float:
@@ -233,35 +219,18 @@ class _RelaxedMPHook(NoOpHook):
         project_top_k(model, self.keep)
 
 
-def _check_model(method: str, model: nn.Module) -> AttentionGCN:
-    if not isinstance(model, AttentionGCN):
-        raise TypeError(f"{method}: model: expected an AttentionGCN, got {type(model).__name__}")
-    return model
-
-
-@register
 class RelaxedMP(PruningMethod):
     """Relaxed magnitude pruning trained on Eq. 1 (the paper's MP); see the module doc."""
 
     name = "mp"
-    revision = 2  # 2: learning rate capped by the switching band (see the module doc)
+    label = "MP"
+    options_class = MPOptions
+    tc_by_design = False
+    style = ("#E69F00", "o")
+    revision = 2
 
-    def run(
-        self,
-        model: nn.Module,
-        data: Any,
-        rate: float,
-        *,
-        train_config: TrainConfig,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> PruneResult:
-        gcn = _check_model(self.name, model)
-        opts = options_from(MPOptions, options, self.name)
-        detach(gcn, bake=True)  # start from what the model computes with, unmasked
-        total = gcn.num_weights()
-        keep = keep_count(total, rate)
+    def prune(self, job: Job) -> PruneResult:
+        gcn, opts, keep = job.model, job.options, job.keep
         q = magnitude_threshold(gcn.prunable(), keep)
         if q <= 0.0:
             raise ValueError(
@@ -271,87 +240,22 @@ class RelaxedMP(PruningMethod):
         t0 = opts.t0_scale * q * q
         masks = {name: RelaxedMagnitudeMask(t0) for name in PRUNABLE}
         attach(gcn, masks)
-        hook = _RelaxedMPHook(
-            masks, keep, total, t0, t0 * opts.t_end_ratio, opts.budget_weight, opts.band_steps
-        )
-        result = train(
-            gcn, data, train_config, hook=hook, progress=progress, checkpoint_dir=checkpoint_dir
-        )
-        report = make_report(
-            self.name,
-            gcn,
-            rate,
-            test=result.test,
-            wall_time_s=result.wall_time_s,
-            device=result.device,
-            history=result.history,
-            options=opts,
-            details={"t0": t0, "t_end": hook.t_end, "initial_threshold": q},
-        )
-        return PruneResult(gcn, report)
+        total = gcn.num_weights()
+        t_end = t0 * opts.t_end_ratio
+        hook = _RelaxedMPHook(masks, keep, total, t0, t_end, opts.budget_weight, opts.band_steps)
+        trained = job.train(hook)
+        return job.result(trained, {"t0": t0, "t_end": t_end, "initial_threshold": q})
 
 
-@register
-class OneShotMP(PruningMethod):
+class OneShotMP(TwoPhaseMethod):
     """Train dense, keep the global top-c magnitudes, retrain the kept weights."""
 
     name = "mp-oneshot"
+    label = "MP (one-shot)"
+    tc_by_design = False
+    style = ("#D55E00", "v")
+    in_grids = False  # a reference, not a row of the paper's table
 
-    def run(
-        self,
-        model: nn.Module,
-        data: TrainData,
-        rate: float,
-        *,
-        train_config: TrainConfig,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> PruneResult:
-        gcn = _check_model(self.name, model)
-        opts = options_from(OneShotOptions, options, self.name)
-        epochs = train_config.epochs
-        if epochs < 2:
-            raise ValueError(
-                f"{self.name}: train_config.epochs: expected at least 2 (one dense, one "
-                f"retraining epoch), got {epochs}"
-            )
-        dense_epochs = min(max(1, round(opts.dense_fraction * epochs)), epochs - 1)
-        detach(gcn, bake=True)
-        dense = train(
-            gcn,
-            data,
-            replace(train_config, epochs=dense_epochs),
-            progress=progress,
-            checkpoint_dir=phase_dir(checkpoint_dir, "dense"),
-        )
-        keep = keep_count(gcn.num_weights(), rate)
-        project_top_k(gcn, keep)
-        pruned = evaluate(gcn, data.x_test, data.y_test)  # before retraining
-        retrain = train(
-            gcn,
-            data,
-            replace(train_config, epochs=epochs - dense_epochs),
-            progress=progress,
-            checkpoint_dir=phase_dir(checkpoint_dir, "retrain"),
-        )
-        history = [{**row, "phase": 0.0} for row in dense.history]
-        history += [
-            {**row, "epoch": row["epoch"] + dense_epochs, "phase": 1.0} for row in retrain.history
-        ]
-        report = make_report(
-            self.name,
-            gcn,
-            rate,
-            test=retrain.test,
-            wall_time_s=dense.wall_time_s + retrain.wall_time_s,
-            device=retrain.device,
-            history=history,
-            options=opts,
-            details={
-                "dense_epochs": float(dense_epochs),
-                "dense_class_avg_accuracy": dense.test["class_avg_accuracy"],
-                "pruned_class_avg_accuracy": pruned["class_avg_accuracy"],
-            },
-        )
-        return PruneResult(gcn, report)
+    def select(self, model: AttentionGCN, keep: int) -> dict[str, float]:
+        project_top_k(model, keep)
+        return {}

@@ -44,18 +44,16 @@ details below are our choices (each is an option of :class:`PMPOptions`).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tcmplib.model import PRUNABLE, AttentionGCN
-from tcmplib.pruning.base import PruneResult, PruningMethod, make_report, options_from, register
+from tcmplib.pruning.base import Job, PruneResult, PruningMethod
 from tcmplib.pruning.masks import FixedMask, attach, detach, keep_count, topk_masks
-from tcmplib.train import NoOpHook, TrainConfig, TrainData, train
+from tcmplib.train import NoOpHook
 
 __all__ = [
     "PMPOptions",
@@ -271,27 +269,17 @@ class _PMPHook(NoOpHook):
         attach(model, {name: FixedMask(mask) for name, mask in masks.items()})
 
 
-@register
 class PMP(PruningMethod):
     """Probabilistic magnitude pruning; see the module doc for the reconstruction."""
 
     name = "pmp"
+    label = "PMP"
+    options_class = PMPOptions
+    tc_by_design = False
+    style = ("#CC79A7", "^")
 
-    def run(
-        self,
-        model: nn.Module,
-        data: TrainData,
-        rate: float,
-        *,
-        train_config: TrainConfig,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> PruneResult:
-        if not isinstance(model, AttentionGCN):
-            raise TypeError(f"pmp: model: expected an AttentionGCN, got {type(model).__name__}")
-        opts = options_from(PMPOptions, options, self.name)
-        detach(model, bake=True)
+    def prune(self, job: Job) -> PruneResult:
+        model, opts, rate = job.model, job.options, job.rate
         weights = model.prunable()
         total = model.num_weights()
         scopes = [PRUNABLE] if opts.scope == "pooled" else [(name,) for name in PRUNABLE]
@@ -311,28 +299,15 @@ class PMP(PruningMethod):
         }
         attach(model, masks)
         keep: dict[str, int] | int = (
-            keep_count(total, rate)
+            job.keep
             if opts.scope == "pooled"
             else {name: keep_count(w.numel(), rate) for name, w in weights.items()}
         )
         hook = _PMPHook(groups, masks, total, opts, keep)
-        result = train(
-            model, data, train_config, hook=hook, progress=progress, checkpoint_dir=checkpoint_dir
-        )
+        trained = job.train(hook)
         details = {"threshold_rate": hook.final_threshold_rate}
         for group in groups:
             label = "pooled" if len(group.names) > 1 else group.names[0]
             details[f"prior_scale_{label}"] = group.prior.scale
             details[f"threshold_{label}"] = group.threshold
-        report = make_report(
-            self.name,
-            model,
-            rate,
-            test=result.test,
-            wall_time_s=result.wall_time_s,
-            device=result.device,
-            history=result.history,
-            options=opts,
-            details=details,
-        )
-        return PruneResult(model, report)
+        return job.result(trained, details)

@@ -60,15 +60,16 @@ Choices the paper leaves open, or that we changed (ours)
   below the threshold ``sqrt(T ln 3)``, and in the last epochs a linear schedule to
   ``T0 / 100`` shrinks ``T`` by up to 40% per epoch, faster than the weights can follow.
   To ``T0 / 10`` the last step is 6%.
-* **Step ceiling (revision 2).** As in relaxed MP (:mod:`tcmplib.pruning.mp`), the learning
+* **Step ceiling.** As in relaxed MP (:mod:`tcmplib.pruning.mp`), the learning
   rate is capped at ``sqrt(T ln 3) / band_steps`` (default 2), so that no Adam step is
   wider than half the band in which a weight counts as pruned. TCMP needs it more than MP:
   its ``T0`` is tied to the greedy threshold, which at high rates is set by the small
-  ``fc`` weights. Revision 1 had no cap; at paper scale on FPHA at 99% (seed 0) the
-  learned mask met its budget (98.99-99.00%) from epoch 150 to epoch 2,000 with the rate at
-  its 1e-2 cap, while the band's half-width ``sqrt(T ln 3)`` fell from 0.0118 to 0.0068;
-  between epochs 2,000 and 2,050 it lost it (1.84% pruned), and the final projection
-  without retraining left 16.27% class-averaged accuracy (chapter 8 shows the history).
+  ``fc`` weights. Without the cap (the code of ``results/fpha-paper-superseded``), at
+  paper scale on FPHA at 99% (seed 0) the learned mask met its budget (98.99-99.00%)
+  from epoch 150 to epoch 2,000 with the rate at its 1e-2 cap, while the band's half-width
+  ``sqrt(T ln 3)`` fell from 0.0118 to 0.0068; between epochs 2,000 and 2,050 it lost it
+  (1.84% pruned), and the final projection without retraining left 16.27% class-averaged
+  accuracy (chapter 8 shows the history).
 * **Initial temperature.** ``T0 = q^2 / ln 3`` puts ``psi(q)`` at exactly 1/2, where ``q``
   is the smallest initial magnitude kept by the greedy TC selection of ``c`` weights
   (:func:`consistent_threshold`): the first crisp mask is then the smallest magnitude mask
@@ -109,22 +110,20 @@ give the learned rate and % A-C before the projection and whether it was needed.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
-from tcmplib.pruning.base import PruneResult, PruningMethod, make_report, options_from, register
+from tcmplib.pruning.base import Job, PruneResult, PruningMethod
 from tcmplib.pruning.greedy import greedy_tc_masks
-from tcmplib.pruning.masks import FixedMask, attach, band_lr_ceiling, detach, keep_count, psi
-from tcmplib.pruning.mp import linear_temperature
+from tcmplib.pruning.masks import FixedMask, attach, band_lr_ceiling, detach, psi
+from tcmplib.pruning.mp import check_positive, linear_temperature
 from tcmplib.pruning.ste import heaviside_ste
 from tcmplib.topology import Reachability, analyze, reachability
-from tcmplib.train import NoOpHook, TrainConfig, TrainData, train
+from tcmplib.train import NoOpHook
 
 __all__ = [
     "TCMPOptions",
@@ -136,13 +135,6 @@ __all__ = [
     "consistent_threshold",
     "half_step",
 ]
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"TCMPOptions.{name}: expected a positive number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"TCMPOptions.{name}: expected a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -157,7 +149,7 @@ class TCMPOptions:
     t0_scale: float = 1.0 / math.log(3.0)
     t_end_ratio: float = 0.1  # T_end = T0 * t_end_ratio, reached at the last epoch
     tolerance: float = 0.005  # learned rate within this of the target: no projection
-    band_steps: float = 2.0  # learning rate <= sqrt(T ln 3) / band_steps (revision 2)
+    band_steps: float = 2.0  # learning rate <= sqrt(T ln 3) / band_steps
 
     def __post_init__(self) -> None:
         for name in (
@@ -168,8 +160,8 @@ class TCMPOptions:
             "tolerance",
             "band_steps",
         ):
-            _check_positive(name, getattr(self, name))
-        _check_positive("t_end_ratio", self.t_end_ratio)
+            check_positive("TCMPOptions", name, getattr(self, name))
+        check_positive("TCMPOptions", "t_end_ratio", self.t_end_ratio)
         if self.t_end_ratio > 1:
             raise ValueError(
                 f"TCMPOptions.t_end_ratio: expected a number in (0, 1] (T only decreases), "
@@ -414,35 +406,19 @@ def consistent_threshold(model: AttentionGCN, keep: int) -> float:
     return float(min(magnitudes[n].cpu()[masks[n]].min() for n in PRUNABLE if masks[n].any()))
 
 
-def _check_model(method: str, model: nn.Module) -> AttentionGCN:
-    if not isinstance(model, AttentionGCN):
-        raise TypeError(f"{method}: model: expected an AttentionGCN, got {type(model).__name__}")
-    return model
-
-
-@register
 class TCMP(PruningMethod):
     """Topologically consistent magnitude pruning trained on Eq. 3; see the module doc."""
 
     name = "tcmp"
-    revision = 2  # 2: learning rate capped by the switching band (see the module doc)
+    label = "TCMP (our)"
+    options_class = TCMPOptions
+    tc_by_design = True
+    style = ("#0072B2", "D")
+    revision = 2
 
-    def run(
-        self,
-        model: nn.Module,
-        data: TrainData,
-        rate: float,
-        *,
-        train_config: TrainConfig,
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> PruneResult:
-        gcn = _check_model(self.name, model)
-        opts = options_from(TCMPOptions, options, self.name)
-        detach(gcn, bake=True)  # start from what the model computes with, unmasked
+    def prune(self, job: Job) -> PruneResult:
+        gcn, opts, keep, rate = job.model, job.options, job.keep, job.rate
         total = gcn.num_weights()
-        keep = keep_count(total, rate)
         if keep < 2:
             raise ValueError(
                 f"rate: {rate} keeps {keep} of {total} weights; a topologically consistent "
@@ -464,20 +440,7 @@ class TCMP(PruningMethod):
         hook = _TCMPHook(networks, keep, total, t0, opts)
         handle = gcn.register_forward_pre_hook(networks.invalidate)
         try:
-            result = train(
-                gcn, data, train_config, hook=hook, progress=progress, checkpoint_dir=checkpoint_dir
-            )
+            trained = job.train(hook)
         finally:
             handle.remove()
-        report = make_report(
-            self.name,
-            gcn,
-            rate,
-            test=result.test,
-            wall_time_s=result.wall_time_s,
-            device=result.device,
-            history=result.history,
-            options=opts,
-            details={**hook.details, "initial_threshold": q},
-        )
-        return PruneResult(gcn, report)
+        return job.result(trained, {**hook.details, "initial_threshold": q})
