@@ -78,7 +78,8 @@ def plot_cv_curves(
         key = json.dumps(Recipe(**record["recipe"]).changes(), sort_keys=True)
         by_recipe.setdefault(key, []).append(record)
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
-    for label, recipe in candidates.items():
+    colors = plt.get_cmap("tab20").colors  # more candidates than the default cycle's 10
+    for index, (label, recipe) in enumerate(candidates.items()):
         records = by_recipe.get(json.dumps(recipe.changes(), sort_keys=True), [])
         if not records:
             raise ValueError(f"{results_dir}: no CV record for the candidate {label!r}")
@@ -86,7 +87,11 @@ def plot_cv_curves(
         values = np.array(
             [[100 * row["val_class_avg_accuracy"] for row in r["curve"]] for r in records]
         )
-        style = {"color": "black", "lw": 2.5} if not recipe.changes() else {"lw": 1.3}
+        style = (
+            {"color": "black", "lw": 2.5}
+            if not recipe.changes()
+            else {"lw": 1.3, "color": colors[index % len(colors)]}
+        )
         ax.plot(epochs, values.mean(axis=0), label=label, marker=".", **style)
     ax.set_xlabel("epoch")
     ax.set_ylabel("held-out fold accuracy, class-averaged (%)")
@@ -169,6 +174,8 @@ def recipe_chapter_numbers(
 
     paper = float(paper_table1_right().loc[(0.0, "baseline"), "accuracy (%)"])
     numbers["paper_baseline"] = paper
+    numbers["paper_weights"] = int(paper_table1_right().loc[(0.0, "baseline"), "# parameters"])
+    numbers["selected_extra_weights"] = int(numbers["selected_weights"]) - numbers["paper_weights"]
     accuracy = recipe_accuracies(paper_scale)
     for name, folder in paper_scale.items():
         key = name.replace(" ", "_")
@@ -177,6 +184,11 @@ def recipe_chapter_numbers(
         last_lr = [r["history"][-1]["lr"] for r in baseline_records(folder)]
         numbers[f"{key}_lr"] = float(np.median(last_lr))
         numbers[f"{key}_gap"] = paper - numbers[f"{key}_test"]
+        numbers[f"{key}_train"] = float(
+            np.mean([100 * r["history"][-1]["train_accuracy"] for r in baseline_records(folder)])
+        )
     if "selected" in paper_scale and "as written" in paper_scale:
         numbers["test_gain"] = numbers["selected_test"] - numbers["as_written_test"]
+        numbers["gap_closed"] = 100 * numbers["test_gain"] / numbers["as_written_gap"]
+        numbers["cv_gain"] = float(numbers["selected_cv"]) - base
     return numbers
