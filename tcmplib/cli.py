@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from tcmplib import __version__
 
@@ -24,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Each subcommand is added by an `_add_...(commands)` function with a `handler` default
     # that takes the parsed arguments and returns the exit status.
+    _add_run(commands)
     _add_train(commands)
     _add_sweep(commands)
     _add_table(commands)
@@ -42,9 +41,9 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     train = commands.add_parser(
         "train",
-        help="train the baseline GCN and write a result JSON",
-        description="Train the baseline attention GCN (no pruning) with the paper's recipe "
-        "and write its metrics, configuration and history to a JSON file.",
+        help="train the baseline GCN and write its run record",
+        description="Train the baseline attention GCN (no pruning) and write its run record "
+        "(tcmplib.records) to a JSON file: the same record as `tcmp run --method baseline`.",
     )
     train.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
     train.add_argument(
@@ -64,7 +63,7 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--out",
         type=Path,
         default=None,
-        help="result JSON (default: runs/train-DATASET-PROFILE-seedN.json)",
+        help="run record (default: runs/train-DATASET-PROFILE-seedN.json)",
     )
     train.add_argument(
         "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
@@ -73,7 +72,7 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--checkpoint-dir",
         type=Path,
         default=None,
-        help="write checkpoints there (profiles with checkpoint_every) and resume from them",
+        help="checkpoint in a folder there (profiles with checkpoint_every) and resume from it",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_run_train)
@@ -90,65 +89,130 @@ def _non_negative_int(text: str) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import torch
+    from tcmplib.records import write_record
+    from tcmplib.run import RunConfig, execute
 
-    from tcmplib.profiles import get_profile
-    from tcmplib.recipe import get_recipe, load_recipe_data
-    from tcmplib.train import atomic_write, build_model, config_hash, train
-
-    profile = get_profile(args.profile)
-    recipe = get_recipe(args.recipe)
-    config = profile.train_config(seed=args.seed, device=args.device, **recipe.train_overrides())
-    if args.checkpoint_dir is not None and config.checkpoint_every is None:
-        print(
-            f"--checkpoint-dir: profile {profile.name!r} writes no checkpoints; "
-            "use --profile paper or leave the option out",
-            file=sys.stderr,
+    try:
+        config = RunConfig(
+            dataset=args.dataset, method="baseline", seed=args.seed, profile=args.profile,
+            recipe=args.recipe,
+        )  # fmt: skip
+        if args.checkpoint_dir is not None and config.train_schedule()["checkpoint_every"] is None:
+            raise ValueError(
+                f"--checkpoint-dir: profile {args.profile!r} writes no checkpoints; "
+                "use --profile paper or leave the option out"
+            )
+        record = execute(
+            config,
+            device=args.device,
+            fpha_root=args.fpha_root,
+            checkpoints_dir=args.checkpoint_dir,
+            progress=not args.no_progress,
         )
+    except ValueError as err:
+        print(f"tcmp train: {err}", file=sys.stderr)
         return 2
-    data = load_recipe_data(recipe, args.dataset, root=args.fpha_root)
-    gcn = recipe.gcn_config(data)
-    model = build_model(gcn, seed=args.seed)
-    result = train(
-        model,
-        data,
-        config,
-        progress=not args.no_progress,
-        checkpoint_dir=args.checkpoint_dir,
+    out = args.out or Path("runs") / f"train-{args.dataset}-{args.profile}-seed{args.seed}.json"
+    write_record(record, out)
+    print(_summary(record))
+    print(f"wrote {out}")
+    return 0
+
+
+def _summary(record: Any) -> str:
+    """One line on a finished run: what it kept and how accurate it is."""
+    report = record.report
+    return (
+        f"{record.name}: {report.kept_weights:,} of {report.total_weights:,} weights kept "
+        f"(rate {report.achieved_rate:.4%}), % A-C {report.percent_ac:.2f}, test class-average "
+        f"accuracy {report.class_avg_accuracy:.2%} (plain {report.accuracy:.2%}), "
+        f"{report.wall_time_s:.1f} s on {report.device}"
     )
 
-    out = args.out or Path("runs") / f"train-{args.dataset}-{profile.name}-seed{args.seed}.json"
-    record = {
-        "command": "train",
-        "dataset": args.dataset,
-        "profile": profile.name,
-        "recipe": {"name": args.recipe, **asdict(recipe)},
-        "seed": args.seed,
-        "model": {"config": asdict(gcn), "num_weights": model.num_weights()},
-        "train_config": asdict(config),
-        "config_hash": config_hash(config),
-        "metrics": {"test": result.test, "train": result.train},
-        "wall_time_s": result.wall_time_s,
-        "device": result.device,
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "versions": {
-            "tcmplib": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "history": result.history,
-    }
-    text = json.dumps(record, indent=2) + "\n"
-    atomic_write(out, lambda handle: handle.write(text.encode()))
-    print(
-        f"{args.dataset}, profile {profile.name}, seed {args.seed}: "
-        f"test class-average accuracy {100 * result.test['class_avg_accuracy']:.2f}% "
-        f"(plain {100 * result.test['accuracy']:.2f}%), "
-        f"{model.num_weights():,} weights, {config.epochs} epochs in "
-        f"{result.wall_time_s:.1f} s on {result.device}"
+
+# -------------------------------------------------------------------------------------------
+# tcmp run
+# -------------------------------------------------------------------------------------------
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tcmplib.profiles import PROFILES
+    from tcmplib.pruning import METHODS
+    from tcmplib.recipe import RECIPES
+
+    run = commands.add_parser(
+        "run",
+        help="compute one configuration here and write its run record",
+        description="Train and prune one configuration in this process (with a progress bar) "
+        "and write its run record and network structure into the results folder. A record "
+        "already there under the same hash is reused. --dry-run prints the resolved "
+        "configuration (everything that enters the hash) and its hash.",
     )
-    print(f"wrote {out}")
+    run.add_argument("--method", choices=list(METHODS), default="tcmp")
+    run.add_argument("--rate", type=float, default=None, help="fraction pruned, e.g. 0.99 "
+                     "(default: 0 for the dense baseline, else required)")  # fmt: skip
+    run.add_argument("--seed", type=_non_negative_int, default=0)
+    run.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
+    run.add_argument("--profile", choices=sorted(PROFILES), default="book")
+    run.add_argument("--recipe", choices=list(RECIPES), default="as-written")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a method option (repeatable), e.g. --set band_steps=4",
+    )
+    run.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results folder (default: results/DATASET-PROFILE[-RECIPE]; smoke: runs/results)",
+    )
+    run.add_argument(
+        "--checkpoints", type=Path, default=None, help="checkpoint folder (profile paper)"
+    )
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the configuration and stop")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.set_defaults(handler=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from tcmplib.run import RunConfig, run_config
+    from tcmplib.sweep import default_models_dir, default_results_dir, find_result
+
+    try:
+        rate = args.rate if args.rate is not None else 0.0
+        config = RunConfig(
+            dataset=args.dataset, method=args.method, rate=rate, seed=args.seed,
+            profile=args.profile, recipe=args.recipe,
+        ).with_options(args.set)  # fmt: skip
+        results = args.results or default_results_dir(args.dataset, args.profile, args.recipe)
+        if args.dry_run:
+            print(json.dumps(config.identity(), indent=1))
+            print(f"hash {config.hash}: {results / config.name}.json")
+            return 0
+        found = find_result(results, config)
+        if found is not None:
+            print(f"{found}: computed already (same hash); delete it to rerun")
+            return 0
+        record = run_config(
+            config,
+            results,
+            device=args.device,
+            fpha_root=args.fpha_root,
+            models_dir=default_models_dir(results),
+            checkpoints_dir=args.checkpoints,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        print(f"tcmp run: {err}", file=sys.stderr)
+        return 2
+    print(_summary(record))
+    print(f"wrote {results / record.name}.json")
     return 0
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "trace_run",
     "spike_onsets",
     "trace_spikes",
+    "trace_rows",
     "Reconnection",
     "reconnection",
     "differing_epochs",
@@ -221,6 +222,17 @@ def spike_onsets(
     if current is not None:
         spikes.append(current)
     return spikes
+
+
+def trace_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch rows of a trace file of ``scripts/trace_run.py`` (errors name the file)."""
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))["rows"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a trace file of scripts/trace_run.py ({err})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: field 'rows': expected a list")
+    return rows
 
 
 def trace_spikes(folder: str | os.PathLike[str]) -> pd.DataFrame:

@@ -20,18 +20,16 @@ one run cannot tell a real difference from run-to-run noise.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from tcmplib.pruning.masks import keep_count
-from tcmplib.tables import INDEX_NAMES, load_results, method_label, paper_table1_right
+from tcmplib.records import RunRecord, read_folder
+from tcmplib.tables import INDEX_NAMES, method_label, paper_table1_right
 
 __all__ = [
     "VERDICTS",
@@ -398,12 +396,10 @@ def mask_collapse(
     return None
 
 
-def _records(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The record of every result file of a folder, in name order (read through
-    :func:`tcmplib.tables.load_results`, which checks each file and names a bad one)."""
-    folder = Path(results_dir)
-    files = load_results(folder)["file"]
-    return [json.loads((folder / name).read_text(encoding="utf-8")) for name in sorted(files)]
+def _records(results_dir: str | os.PathLike[str]) -> list[RunRecord]:
+    """The run record of every file of a folder, in name order (each checked; a bad file is
+    an error naming it)."""
+    return [record for _, record in read_folder(results_dir)]
 
 
 def ac_by_tensor(
@@ -417,18 +413,18 @@ def ac_by_tensor(
     """
     rows = []
     for record in _records(results_dir):
-        config = record["config"]
-        if config["method"] not in methods:
+        config = record.config
+        if config.method not in methods:
             continue
-        for entry in record.get("tensors", []):
-            kept, effective = int(entry["kept"]), int(entry["effective"])
+        for entry in record.tensors or ():
+            kept, effective = entry.kept, entry.effective
             rows.append(
                 {
-                    "method": method_label(config["method"]),
-                    "rate (%)": 100.0 * float(config["rate"]),
-                    "seed": int(config["seed"]),
-                    "tensor": str(entry["tensor"]),
-                    "weights": int(entry["weights"]),
+                    "method": method_label(config.method),
+                    "rate (%)": 100.0 * config.rate,
+                    "seed": config.seed,
+                    "tensor": entry.tensor,
+                    "weights": entry.weights,
                     "kept": kept,
                     "A-C": effective,
                     "% A-C": 100.0 * effective / kept if kept else math.nan,
@@ -449,15 +445,15 @@ def oneshot_mp_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     paper = paper_table1_right()
     rows = []
     for record in _records(results_dir):
-        config, details = record["config"], record["report"].get("details", {})
-        if config["method"] != "greedy-tc" or "mp_percent_ac" not in details:
+        config, details = record.config, record.report.details
+        if config.method != "greedy-tc" or "mp_percent_ac" not in details:
             continue
-        rate = float(config["rate"])
+        rate = config.rate
         key = (rate, "mp")
         rows.append(
             {
                 "rate (%)": 100.0 * rate,
-                "seed": int(config["seed"]),
+                "seed": config.seed,
                 "dense epochs": int(details.get("dense_epochs", 0)),
                 "one-shot MP % A-C (ours)": float(details["mp_percent_ac"]),
                 "MP % A-C (paper)": float(paper.loc[key, "% A-C"])
@@ -489,7 +485,7 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
     """
     rows = []
     for record in _records(results_dir):
-        config, history = record["config"], record.get("history", [])
+        config, history = record.config, record.history
         spikes: list[dict[str, float]] = []
         before_first: dict[str, float] | None = None
         # Phase by phase: a two-phase method's accuracy drop at its mask selection is the
@@ -514,12 +510,12 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
             if "test_class_avg_accuracy" in row and row.get("phase", 0.0) == last_phase
         ]
         best = max(evaluated, key=lambda row: row["test_class_avg_accuracy"], default=None)
-        report = record["report"]
+        report = record.report
         rows.append(
             {
-                "method": method_label(config["method"]),
-                "rate (%)": 100.0 * float(config["rate"]),
-                "seed": int(config["seed"]),
+                "method": method_label(config.method),
+                "rate (%)": 100.0 * config.rate,
+                "seed": config.seed,
                 "spikes": len(spikes),
                 "first spike epoch": int(spikes[0]["epoch"]) if spikes else None,
                 "train CE before": _cross_entropy(before_first) if before_first else math.nan,
@@ -531,7 +527,7 @@ def training_spikes(results_dir: str | os.PathLike[str], floor: float = 0.99) ->
                 if history
                 else math.nan,
                 "final train CE": _cross_entropy(history[-1]) if history else math.nan,
-                "final test acc. (%)": 100.0 * float(report["class_avg_accuracy"]),
+                "final test acc. (%)": 100.0 * report.class_avg_accuracy,
             }
         )
     return pd.DataFrame(rows, columns=SPIKE_COLUMNS)
@@ -553,24 +549,22 @@ def kept_off_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """
     rows = []
     for record in _records(results_dir):
-        config, report = record["config"], record["report"]
-        if config["method"] != "tcmp":
+        config, report = record.config, record.report
+        if config.method != "tcmp":
             continue
-        total = int(report["total_weights"])
-        evaluated = [
-            row for row in record.get("history", []) if "hard_rate" in row and "learned_rate" in row
-        ]
+        total = report.total_weights
+        evaluated = [row for row in record.history if "hard_rate" in row and "learned_rate" in row]
         kept = [round((1.0 - row["hard_rate"]) * total) for row in evaluated]
         kept_ac = [round((1.0 - row["learned_rate"]) * total) for row in evaluated]
         off = [k - a for k, a in zip(kept, kept_ac, strict=True)]
         rises = [(kept_ac[i] - kept_ac[i - 1], i) for i in range(1, len(kept_ac))]
         rise, at = max(rises, default=(0, None))
-        details = report.get("details", {})
+        details = report.details
         rows.append(
             {
-                "rate (%)": 100.0 * float(config["rate"]),
-                "seed": int(config["seed"]),
-                "budget": keep_count(total, float(config["rate"])),
+                "rate (%)": 100.0 * config.rate,
+                "seed": config.seed,
+                "budget": keep_count(total, config.rate),
                 "most kept off A-C": max(off, default=0),
                 "kept off A-C at the end": off[-1] if off else 0,
                 "largest rise of kept A-C": rise,
@@ -578,7 +572,7 @@ def kept_off_ac(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 "learned rate (%)": 100.0 * float(details.get("learned_rate", math.nan)),
                 "projected": bool(details.get("projected", 0.0)),
                 "edges moved by projection": int(details.get("projection_changed_edges", 0)),
-                "final test acc. (%)": 100.0 * float(report["class_avg_accuracy"]),
+                "final test acc. (%)": 100.0 * report.class_avg_accuracy,
             }
         )
     return pd.DataFrame(rows, columns=OFF_AC_COLUMNS)

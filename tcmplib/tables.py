@@ -1,11 +1,10 @@
 """Result files to the paper's Table 1 (right), side by side with the published numbers.
 
-A sweep writes one JSON file per run (format 1: ``config``, ``config_hash``, ``report``,
-``provenance``, ...). :func:`load_results` reads a folder of them into one row per run, with
-accuracies converted to %; :func:`table1_right` averages the seeds of each (target rate,
-method) into the paper's columns; :func:`compare_with_paper` puts our rows next to the
-published ones, so that the reader sees at once what reproduces, what does not, and what has
-not been run yet.
+A sweep writes one run record per run (:mod:`tcmplib.records`). :func:`load_results` reads a
+folder of them into one row per run, with accuracies converted to %; :func:`table1_right`
+averages the seeds of each (target rate, method) into the paper's columns;
+:func:`compare_with_paper` puts our rows next to the published ones, so that the reader sees
+at once what reproduces, what does not, and what has not been run yet.
 
 The published numbers
 ---------------------
@@ -31,7 +30,6 @@ the way they are printed (2 decimals, parameters as integers), so a table render
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -44,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from tcmplib.pruning import METHODS, method_label
+from tcmplib.records import RunRecord, read_folder
 from tcmplib.train import atomic_write
 
 __all__ = [
@@ -119,23 +118,6 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
 #: Index levels of every table here: the nominal rate (fraction) and the method key.
 INDEX_NAMES: tuple[str, str] = ("target_rate", "method_key")
 
-_FORMAT = 1
-# Keys a result file must have, by section; "" is the top level.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "": ("config", "config_hash", "report", "provenance"),
-    "config": ("dataset", "method", "rate", "seed", "profile"),
-    "report": (
-        "achieved_rate",
-        "kept_weights",
-        "total_weights",
-        "percent_ac",
-        "class_avg_accuracy",
-        "accuracy",
-        "wall_time_s",
-        "device",
-    ),
-    "provenance": ("git_commit",),
-}
 _PAPER_CSV_COLUMNS = (
     "target_rate",
     "method",
@@ -184,71 +166,27 @@ def _empty_index() -> pd.MultiIndex:
 # --------------------------------------------------------------------------- result files
 
 
-def _field(path: Path, data: dict[str, Any], section: str, key: str) -> Any:
-    """``data[section][key]``, or a ValueError that names the file and the missing key."""
-    where = data if not section else data[section]
-    dotted = f"{section}.{key}" if section else key
-    if not isinstance(where, dict) or key not in where:
-        raise ValueError(
-            f"{path}: missing key {dotted!r} (expected a format-{_FORMAT} result file)"
-        )
-    return where[key]
-
-
-def _number(path: Path, dotted: str, value: Any, integer: bool = False) -> float:
-    """A JSON number, checked: a string or a boolean where a number belongs is a bad file."""
-    ok = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if not ok or isinstance(value, bool):
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{path}: expected {kind} at {dotted!r}, got {value!r}")
-    return float(value)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = " ".join(str(exc).split())
-        raise ValueError(
-            f"{path}: expected a JSON result file, could not read it ({detail})"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != _FORMAT:
-        raise ValueError(f"{path}: expected format {_FORMAT}, got {data.get('format')!r}")
-    for section, keys in _REQUIRED.items():
-        for key in keys:
-            _field(path, data, section, key)
-    return data
-
-
-def _result_row(path: Path) -> dict[str, Any]:
-    """One result file as one row of :data:`RESULT_COLUMNS`."""
-    data = _read_json(path)
-    config, report = data["config"], data["report"]
-
-    def num(section: str, key: str, integer: bool = False) -> float:
-        return _number(path, f"{section}.{key}", data[section][key], integer)
-
-    commit = data["provenance"]["git_commit"]
+def _result_row(path: Path, record: RunRecord) -> dict[str, Any]:
+    """One run record as one row of :data:`RESULT_COLUMNS`."""
+    config, report = record.config, record.report
     return {
-        "dataset": str(config["dataset"]),
-        "profile": str(config["profile"]),
-        "recipe": str(config.get("recipe", "as-written")),
-        "method": str(config["method"]),
-        "target_rate": num("config", "rate"),
-        "seed": int(num("config", "seed", integer=True)),
-        "achieved_rate": num("report", "achieved_rate"),
-        "kept_weights": int(num("report", "kept_weights", integer=True)),
-        "total_weights": int(num("report", "total_weights", integer=True)),
-        "percent_ac": num("report", "percent_ac"),
+        "dataset": config.dataset,
+        "profile": config.profile,
+        "recipe": config.recipe,
+        "method": config.method,
+        "target_rate": config.rate,
+        "seed": config.seed,
+        "achieved_rate": float(report.achieved_rate),
+        "kept_weights": int(report.kept_weights),
+        "total_weights": int(report.total_weights),
+        "percent_ac": float(report.percent_ac),
         # Reports hold fractions; tables print %, like the paper.
-        "class_avg_accuracy": 100.0 * num("report", "class_avg_accuracy"),
-        "accuracy": 100.0 * num("report", "accuracy"),
-        "wall_time_s": num("report", "wall_time_s"),
-        "device": str(report["device"]),
-        "config_hash": str(data["config_hash"]),
-        "git_commit": None if commit is None else str(commit),
+        "class_avg_accuracy": 100.0 * report.class_avg_accuracy,
+        "accuracy": 100.0 * report.accuracy,
+        "wall_time_s": float(report.wall_time_s),
+        "device": report.device,
+        "config_hash": record.hash,
+        "git_commit": record.provenance.git_commit,
         "file": path.name,
     }
 
@@ -258,7 +196,7 @@ def _empty_results() -> pd.DataFrame:
 
 
 def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every ``*.json`` result file directly in ``results_dir``, one row per run.
+    """Every run record (``*.json``) directly in ``results_dir``, one row per run.
 
     Columns are :data:`RESULT_COLUMNS`: ``target_rate`` is the nominal rate of the run's
     config, ``achieved_rate`` the measured one (fractions); ``class_avg_accuracy`` (the
@@ -270,15 +208,13 @@ def load_results(results_dir: str | os.PathLike[str]) -> pd.DataFrame:
     A bad file stops the load with a ValueError naming it: a silently skipped run would bias
     the seed averages without anyone noticing.
     """
-    folder = Path(results_dir)
-    if not folder.is_dir():
-        raise ValueError(
-            f"results_dir: expected an existing folder of JSON result files, got '{folder}'"
-        )
-    files = sorted(path for path in folder.glob("*.json") if path.is_file())
-    if not files:
+    found = read_folder(results_dir)
+    if not found:
         return _empty_results()
-    frame = pd.DataFrame([_result_row(path) for path in files], columns=list(RESULT_COLUMNS))
+    files = [path for path, _ in found]
+    frame = pd.DataFrame(
+        [_result_row(path, record) for path, record in found], columns=list(RESULT_COLUMNS)
+    )
     rank = [method_rank(key) for key in frame["method"]]
     order = sorted(
         range(len(frame)),

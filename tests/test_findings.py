@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from record_factory import make_record
 
 from tcmplib.findings import (
     AC_BY_TENSOR_COLUMNS,
@@ -179,26 +180,17 @@ def test_no_collapse_when_the_budget_holds_or_is_never_met() -> None:
 
 
 def _write_result(folder: Path, method: str, rate: float, **extra: Any) -> None:
-    report = {
-        "achieved_rate": rate,
-        "kept_weights": 10,
-        "total_weights": 100,
-        "percent_ac": 80.0,
-        "class_avg_accuracy": 0.5,
-        "accuracy": 0.5,
-        "wall_time_s": 1.0,
-        "device": "cpu",
-        "details": extra.pop("details", {}),
-    }
-    config = {"dataset": "fpha", "method": method, "rate": rate, "seed": 0, "profile": "paper"}
-    record = {
-        "format": 1,
-        "config": config,
-        "config_hash": "h",
-        "report": report,
-        "provenance": {"git_commit": "abc"},
+    record = make_record(
+        method,
+        rate,
+        dataset="fpha",
+        profile="paper",
+        kept_weights=10,
+        total_weights=100,
+        percent_ac=80.0,
+        device="cpu",
         **extra,
-    }
+    )
     (folder / f"{method}_{rate}.json").write_text(json.dumps(record), encoding="utf-8")
 
 

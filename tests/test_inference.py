@@ -10,6 +10,7 @@ import matplotlib
 import pandas as pd
 import pytest
 import torch
+from record_factory import make_record
 
 from tcmplib.inference import (
     INFERENCE_COLUMNS,
@@ -55,24 +56,21 @@ def _document(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _result(method: str, rate: float, seed: int, accuracy: float, ac: float) -> dict[str, Any]:
-    report = {
-        "achieved_rate": rate,
-        "kept_weights": 10,
-        "total_weights": 100,
-        "percent_ac": ac,
-        "class_avg_accuracy": accuracy,
-        "accuracy": accuracy,
-        "wall_time_s": 1.0,
-        "device": "cpu",
-    }
-    config = {"dataset": "fpha", "method": method, "rate": rate, "seed": seed, "profile": "paper"}
-    return {
-        "format": 1,
-        "config": config,
-        "config_hash": "h",
-        "report": report,
-        "provenance": {"git_commit": None},
-    }
+    return make_record(
+        method,
+        rate,
+        seed,
+        dataset="fpha",
+        profile="paper",
+        kept_weights=10,
+        total_weights=100,
+        percent_ac=ac,
+        class_avg_accuracy=accuracy,
+        accuracy=accuracy,
+        wall_time_s=1.0,
+        device="cpu",
+        provenance={"git_commit": None},
+    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from record_factory import make_record
 
 from tcmplib import cli, tables
 from tcmplib.compact import load_structure, structure_of
@@ -38,7 +39,7 @@ TINY_GRID = (("baseline", 0.0), ("mp-oneshot", 0.9))
     ("fields", "message"),
     [
         ({"dataset": "ntu"}, "dataset: expected one of synthetic, fpha"),
-        ({"method": "prune-all"}, "method: expected one of baseline, greedy-tc"),
+        ({"method": "prune-all"}, "method: expected one of baseline, mp, greedy-tc"),
         ({"method": "mp", "rate": 1.0}, r"rate: expected a fraction in \[0, 1\)"),
         ({"method": "baseline", "rate": 0.5}, "the baseline is dense"),
         ({"seed": -1}, "seed: expected an integer >= 0"),
@@ -65,31 +66,6 @@ def test_hash_is_stable_and_tells_runs_apart() -> None:
     # the training schedule is part of the key, the device is not
     assert a.train_schedule()["epochs"] == 4 and "device" not in a.train_schedule()
     assert a.name == f"tcmp_rate0.9500_seed0_{a.hash}"
-
-
-def test_method_revision_enters_the_hash_from_revision_2_on(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from tcmplib.pruning import METHODS
-
-    # Revision 1 hashes without the field: the committed results of the book profile, run
-    # before revisions existed, keep their names (these hashes are the committed files').
-    committed = {
-        "baseline": ("baseline", 0.0, "ffe654d57929"),
-        "greedy-tc": ("greedy-tc", 0.99, "6e8396773a7f"),
-        "pmp": ("pmp", 0.99, "5a4f7e9da1a7"),
-    }
-    for method, rate, digest in committed.values():
-        config = RunConfig(method=method, rate=rate, profile="book")
-        assert config.method_revision() == 1
-        assert config.hash == digest
-    mp = RunConfig(method="mp", rate=0.99, profile="book")
-    revised = mp.hash
-    assert mp.method_revision() == METHODS["mp"].revision >= 2
-    monkeypatch.setattr(METHODS["mp"], "revision", 1)
-    assert mp.hash == "f1d6c9d4d2c0"  # the revision-1 file this revision supersedes
-    monkeypatch.setattr(METHODS["mp"], "revision", 3)
-    assert len({revised, "f1d6c9d4d2c0", mp.hash}) == 3
 
 
 def test_table1_grid_is_the_papers_plus_pmp() -> None:
@@ -135,11 +111,12 @@ def test_find_result_refuses_a_file_with_another_hash(tmp_path: Path) -> None:
     config = RunConfig(method="mp", rate=0.5, profile="smoke")
     assert find_result(tmp_path, config) is None
     path = result_path(tmp_path, config)
-    path.write_text(json.dumps({"config_hash": "000000000000"}))
-    with pytest.raises(ValueError, match=f"{path.name}.*holds config hash '000000000000'"):
+    other = make_record("mp", 0.5, profile="book")  # a valid record of another identity
+    path.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=f"{path.name}: holds hash '{other['hash']}'"):
         find_result(tmp_path, config)
     path.write_text("{ not json")
-    with pytest.raises(ValueError, match="not a readable result file"):
+    with pytest.raises(ValueError, match="expected a JSON run record, unreadable"):
         find_result(tmp_path, config)
 
 
@@ -152,15 +129,16 @@ def _numbers(record: dict[str, object]) -> dict[str, object]:
     report = dict(record["report"])  # type: ignore[call-overload]
     for key in ("wall_time_s", "device"):
         report.pop(key)
-    return {"report": report, "history": record["history"], "hash": record["config_hash"]}
+    return {"report": report, "history": record["history"], "hash": record["hash"]}
 
 
 def test_run_config_writes_a_complete_record_and_is_deterministic(tmp_path: Path) -> None:
     config = RunConfig(method="mp-oneshot", rate=0.9, seed=1, profile="smoke")
-    record = run_config(config, tmp_path / "a", device="cpu")
+    record = run_config(config, tmp_path / "a", device="cpu").to_json()
     on_disk = json.loads(result_path(tmp_path / "a", config).read_text())
     assert on_disk == json.loads(json.dumps(record))
-    assert on_disk["format"] == 1 and on_disk["config_hash"] == config.hash
+    assert on_disk["format"] == 2 and on_disk["hash"] == config.hash
+    assert on_disk["identity"] == config.identity() and on_disk["code"] is None
     assert on_disk["config"] == {
         "dataset": "synthetic",
         "method": "mp-oneshot",
@@ -168,6 +146,7 @@ def test_run_config_writes_a_complete_record_and_is_deterministic(tmp_path: Path
         "seed": 1,
         "profile": "smoke",
         "recipe": "as-written",
+        "options": {},
     }
     report = on_disk["report"]
     assert report["kept_weights"] == round(0.1 * 1_967_616) and report["target_rate"] == 0.9
@@ -188,7 +167,7 @@ def test_run_config_writes_a_complete_record_and_is_deterministic(tmp_path: Path
     }
     assert prov["cpu"] and prov["cpu_capability"], "the machine that computed it"
     assert prov["device"].startswith("cpu")
-    again = run_config(config, tmp_path / "b", device="cpu")
+    again = run_config(config, tmp_path / "b", device="cpu").to_json()
     assert _numbers(again) == _numbers(record)
     assert not list((tmp_path / "a").glob("*.tmp")), "no temporary file is left behind"
 
@@ -324,7 +303,9 @@ def test_run_config_saves_the_compact_network(tmp_path: Path) -> None:
     from tcmplib.compact import load_compact
 
     config = RunConfig(method="mp-oneshot", rate=0.9, profile="smoke")
-    record = run_config(config, tmp_path / "results", device="cpu", models_dir=tmp_path / "m")
+    record = run_config(
+        config, tmp_path / "results", device="cpu", models_dir=tmp_path / "m"
+    ).to_json()
     compact = load_compact(tmp_path / "m" / config.name)
     # Dense blocks over the live units: at least the kept weights, at most the whole network.
     stored = sum(p.numel() for p in compact.parameters())
@@ -338,7 +319,7 @@ def test_run_config_saves_the_compact_network(tmp_path: Path) -> None:
 
 def test_run_config_writes_the_structure_without_saving_the_model(tmp_path: Path) -> None:
     config = RunConfig(method="mp-oneshot", rate=0.99, profile="smoke")
-    record = run_config(config, tmp_path / "results", device="cpu")
+    record = run_config(config, tmp_path / "results", device="cpu").to_json()
     path = structure_path(tmp_path / "results", config)
     assert path == tmp_path / "results" / "networks" / f"{config.name}.json"
     structure = load_structure(path)

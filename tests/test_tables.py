@@ -14,8 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from record_factory import make_record  # noqa: E402
 
 from tcmplib import tables  # noqa: E402
+from tcmplib.run import RunConfig  # noqa: E402
 from tcmplib.table_plots import (  # noqa: E402
     plot_ac_vs_rate,
     plot_accuracy_vs_rate,
@@ -44,35 +46,16 @@ def _result(
     kept: int = 1000,
     ac: float = 100.0,
 ) -> dict[str, Any]:
-    return {
-        "format": 1,
-        "config": {
-            "dataset": "synthetic",
-            "method": method,
-            "rate": rate,
-            "seed": seed,
-            "profile": "book",
-        },
-        "config_hash": f"{method}-{rate}-{seed}",
-        "train_config": {"epochs": 3},
-        "report": {
-            "method": method,
-            "target_rate": rate,
-            "achieved_rate": rate if achieved is None else achieved,
-            "kept_weights": kept,
-            "total_weights": 20000,
-            "percent_ac": ac,
-            "class_avg_accuracy": accuracy,
-            "accuracy": accuracy + 0.01,
-            "wall_time_s": 2.5,
-            "device": "cpu (2 threads)",
-            "options": {},
-            "details": {},
-            "topologically_consistent": ac >= 100.0,
-        },
-        "history": [{"epoch": 1, "loss": 1.0}],
-        "provenance": {"git_commit": "abc123", "git_dirty": False, "device": "cpu (2 threads)"},
-    }
+    return make_record(
+        method,
+        rate,
+        seed,
+        achieved_rate=rate if achieved is None else achieved,
+        kept_weights=kept,
+        percent_ac=ac,
+        class_avg_accuracy=accuracy,
+        accuracy=accuracy + 0.01,
+    )
 
 
 def _write(folder: Path, name: str, document: dict[str, Any]) -> Path:
@@ -125,7 +108,8 @@ def test_load_results_one_row_per_file_in_order(results_dir: Path) -> None:
     assert tcmp0["achieved_rate"] == pytest.approx(0.955)
     assert tcmp0["kept_weights"] == 900
     assert tcmp0["dataset"] == "synthetic" and tcmp0["profile"] == "book"
-    assert tcmp0["config_hash"] == "tcmp-0.95-0" and tcmp0["git_commit"] == "abc123"
+    assert tcmp0["config_hash"] == RunConfig(method="tcmp", rate=0.95, seed=0).hash
+    assert tcmp0["git_commit"] == "abc123"
 
 
 def test_load_results_empty_folder(tmp_path: Path) -> None:
@@ -145,16 +129,23 @@ def test_load_results_missing_folder(tmp_path: Path) -> None:
 
 def test_load_results_bad_json_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="broken.json: expected a JSON result file") as info:
+    with pytest.raises(ValueError, match="broken.json: expected a JSON run record") as info:
         load_results(tmp_path)
     assert "\n" not in str(info.value)
 
 
 def test_load_results_wrong_format_names_the_file(tmp_path: Path) -> None:
     document = _result("mp", 0.5, 0, 0.8)
-    document["format"] = 2
+    document["format"] = 3
     _write(tmp_path, "future.json", document)
-    with pytest.raises(ValueError, match=r"future\.json: expected format 1, got 2"):
+    with pytest.raises(ValueError, match=r"future\.json: expected a run record \(format 2"):
+        load_results(tmp_path)
+
+
+def test_load_results_refuses_a_format_1_file_with_the_way_out(tmp_path: Path) -> None:
+    document = {"format": 1, "config": {}, "config_hash": "0" * 12, "report": {}}
+    _write(tmp_path, "old.json", document)
+    with pytest.raises(ValueError, match=r"old\.json: a format-1 result file; .*migrate_results"):
         load_results(tmp_path)
 
 
@@ -162,7 +153,7 @@ def test_load_results_missing_key_names_file_and_key(tmp_path: Path) -> None:
     document = _result("mp", 0.5, 0, 0.8)
     del document["report"]["class_avg_accuracy"]
     _write(tmp_path, "old.json", document)
-    with pytest.raises(ValueError, match=r"old\.json: missing key 'report\.class_avg_accuracy'"):
+    with pytest.raises(ValueError, match=r"old\.json: missing field 'report\.class_avg_accuracy'"):
         load_results(tmp_path)
 
 
@@ -170,7 +161,7 @@ def test_load_results_missing_section(tmp_path: Path) -> None:
     document = _result("mp", 0.5, 0, 0.8)
     del document["provenance"]
     _write(tmp_path, "bare.json", document)
-    with pytest.raises(ValueError, match=r"bare\.json: missing key 'provenance'"):
+    with pytest.raises(ValueError, match=r"bare\.json: missing field 'provenance'"):
         load_results(tmp_path)
 
 
@@ -178,7 +169,7 @@ def test_load_results_rejects_a_string_number(tmp_path: Path) -> None:
     document = _result("mp", 0.5, 0, 0.8)
     document["report"]["accuracy"] = "0.8"
     _write(tmp_path, "typed.json", document)
-    with pytest.raises(ValueError, match=r"typed\.json: expected a number at 'report\.accuracy'"):
+    with pytest.raises(ValueError, match=r"typed\.json: field 'report\.accuracy': unexpected"):
         load_results(tmp_path)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,12 +339,14 @@ def test_cli_train_smoke_writes_a_valid_json(
         ]
     )
     assert code == 0
-    record = json.loads(out.read_text())
-    assert record["profile"] == "smoke" and record["dataset"] == "synthetic"
-    assert record["model"]["num_weights"] == 1_967_616
-    assert record["train_config"]["epochs"] == get_profile("smoke").epochs
-    assert len(record["history"]) == get_profile("smoke").epochs
-    assert 0.0 <= record["metrics"]["test"]["class_avg_accuracy"] <= 1.0
-    assert {"torch", "tcmplib"} <= record["versions"].keys() and record["date"]
+    from tcmplib.records import read_record  # the run record that `tcmp table` reads too
+
+    record = read_record(out)
+    assert (record.config.profile, record.config.dataset) == ("smoke", "synthetic")
+    assert record.config.method == "baseline" and record.report.total_weights == 1_967_616
+    assert record.identity["train"]["epochs"] == get_profile("smoke").epochs
+    assert [row["epoch"] for row in record.history] == [2, 4], "the evaluated epochs"
+    assert 0.0 <= record.report.class_avg_accuracy <= 1.0
+    assert record.provenance.torch and record.provenance.date
     assert not list(tmp_path.glob("*.tmp"))
     assert "wrote" in capsys.readouterr().out

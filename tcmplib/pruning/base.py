@@ -229,7 +229,6 @@ class PruningMethod(ABC):
     style: ClassVar[tuple[str, str]]  # (colour, matplotlib marker) in every figure
     phases: ClassVar[tuple[str, ...]] = ("train",)  # training calls, in order
     in_grids: ClassVar[bool] = True  # part of the Table 1 grid (tcmplib.sweep.GRIDS)
-    revision: ClassVar[int] = 1  # TEMPORARY: replaced by the full identity in tcmplib.sweep
 
     def run(
         self,
@@ -254,7 +253,7 @@ class PruningMethod(ABC):
             raise TypeError(
                 f"{self.name}: model: expected an AttentionGCN, got {type(model).__name__}"
             )
-        opts = options_from(self.options_class, options, self.name)
+        opts: Any = options_from(self.options_class, options, self.name)
         detach(model, bake=True)  # start from what the model computes with, unmasked
         job = Job(self.name, model, data, rate, train_config, opts, progress, checkpoint_dir)
         return self.prune(job)

@@ -227,7 +227,6 @@ class RelaxedMP(PruningMethod):
     options_class = MPOptions
     tc_by_design = False
     style = ("#E69F00", "o")
-    revision = 2
 
     def prune(self, job: Job) -> PruneResult:
         gcn, opts, keep = job.model, job.options, job.keep

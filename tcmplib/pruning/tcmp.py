@@ -414,7 +414,6 @@ class TCMP(PruningMethod):
     options_class = TCMPOptions
     tc_by_design = True
     style = ("#0072B2", "D")
-    revision = 2
 
     def prune(self, job: Job) -> PruneResult:
         gcn, opts, keep, rate = job.model, job.options, job.keep, job.rate
