@@ -181,10 +181,13 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    from tcmplib.pruning import METHODS
     from tcmplib.run import RunConfig, run_config
     from tcmplib.sweep import default_models_dir, default_results_dir, find_result
 
     try:
+        if args.rate is None and METHODS[args.method].tc_by_design is not None:
+            raise ValueError(f"--rate: {args.method} prunes; expected a rate, e.g. --rate 0.99")
         rate = args.rate if args.rate is not None else 0.0
         config = RunConfig(
             dataset=args.dataset, method=args.method, rate=rate, seed=args.seed,

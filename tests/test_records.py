@@ -296,6 +296,8 @@ def test_tcmp_run_help_and_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert '"band_steps": 4.0' in out and BASE.with_options(["band_steps=4"]).hash in out
     assert cli.main([*args, "--set", "nope=1"]) == 2
     assert "tcmp has no such option" in capsys.readouterr().err
+    assert cli.main(["run", "--method", "tcmp", "--dry-run"]) == 2
+    assert "--rate: tcmp prunes; expected a rate" in capsys.readouterr().err
 
 
 def test_tcmp_run_writes_its_record_and_reuses_it(
