@@ -18,7 +18,7 @@ from tcmplib import cli
 from tcmplib.model import GCNConfig
 from tcmplib.profiles import PROFILES, Profile
 from tcmplib.pruning import METHODS, PruneResult, prune
-from tcmplib.sweep import STARTED_FILE, RunConfig, checkpointed_epochs, run_config
+from tcmplib.run import STARTED_FILE, RunConfig, checkpointed_epochs, run_config
 from tcmplib.train import build_model
 
 SMALL = GCNConfig(nodes=6, d_in=8, heads=4, qk_dim=2, channels=16, classes=5)
@@ -158,7 +158,7 @@ def test_an_interrupted_sweep_run_resumes_and_cleans_up(
     tiny_profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = RunConfig(method="greedy-tc", rate=0.9, seed=1, profile=tiny_profile)
-    reference = run_config(config, tmp_path / "a", device="cpu")
+    reference = run_config(config, tmp_path / "a", device="cpu").to_json()
     assert reference["provenance"]["resumed"] is False
 
     interrupt_after(monkeypatch, 3)
@@ -173,7 +173,9 @@ def test_an_interrupted_sweep_run_resumes_and_cleans_up(
 
     monkeypatch.undo()  # the interruption goes, and with it the fixture's profile
     monkeypatch.setitem(PROFILES, TINY.name, TINY)
-    record = run_config(config, tmp_path / "b", device="cpu", checkpoints_dir=tmp_path / "ckpt")
+    record = run_config(
+        config, tmp_path / "b", device="cpu", checkpoints_dir=tmp_path / "ckpt"
+    ).to_json()
     assert record["provenance"]["resumed"] is True
     assert record["provenance"]["git_commit"] == started["git"]["git_commit"]
     assert _numbers(record) == _numbers(reference)
@@ -206,7 +208,7 @@ def test_a_run_started_elsewhere_is_not_resumed(
 def test_profiles_without_checkpoints_write_none(tmp_path: Path) -> None:
     config = RunConfig(method="mp-oneshot", rate=0.9, seed=0, profile="smoke")
     record = run_config(config, tmp_path / "r", device="cpu", checkpoints_dir=tmp_path / "ckpt")
-    assert record["provenance"]["resumed"] is False
+    assert record.to_json()["provenance"]["resumed"] is False
     assert not (tmp_path / "ckpt").exists()
 
 
