@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tcmplib.recipe import Recipe
-from tcmplib.select import cv_records
+from tcmplib.select import recipe_key, records_by_recipe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -73,14 +73,11 @@ def plot_cv_curves(
     """Held-out fold accuracy over epochs, mean over folds, one line per candidate."""
     import matplotlib.pyplot as plt
 
-    by_recipe: dict[str, list[dict[str, Any]]] = {}
-    for record in cv_records(results_dir):
-        key = json.dumps(Recipe(**record["recipe"]).changes(), sort_keys=True)
-        by_recipe.setdefault(key, []).append(record)
+    by_recipe = records_by_recipe(results_dir)
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
     colors = plt.get_cmap("tab20").colors  # more candidates than the default cycle's 10
     for index, (label, recipe) in enumerate(candidates.items()):
-        records = by_recipe.get(json.dumps(recipe.changes(), sort_keys=True), [])
+        records = by_recipe.get(recipe_key(recipe), [])
         if not records:
             raise ValueError(f"{results_dir}: no CV record for the candidate {label!r}")
         epochs = [row["epoch"] for row in records[0]["curve"]]

@@ -343,6 +343,19 @@ def cross_validate(
     return summary
 
 
+def recipe_key(recipe: Recipe) -> str:
+    """A recipe as a text key: its switched-on options, sorted (the same recipe, one key)."""
+    return json.dumps(recipe.changes(), sort_keys=True)
+
+
+def records_by_recipe(results_dir: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """The fold records of ``results_dir`` grouped by :func:`recipe_key` of their recipe."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in cv_records(results_dir):
+        groups.setdefault(recipe_key(Recipe(**record["recipe"])), []).append(record)
+    return groups
+
+
 def cv_table(
     results_dir: str | os.PathLike[str], candidates: Mapping[str, Recipe] | None = None
 ) -> Any:
@@ -353,16 +366,12 @@ def cv_table(
     """
     import pandas as pd
 
-    records = cv_records(results_dir)
-    by_recipe: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        key = json.dumps(Recipe(**record["recipe"]).changes(), sort_keys=True)
-        by_recipe.setdefault(key, []).append(record)
+    by_recipe = records_by_recipe(results_dir)
     labels: list[tuple[str, str]]
     if candidates is None:
         labels = [(key, Recipe(**json.loads(key)).describe()) for key in by_recipe]
     else:
-        labels = [(json.dumps(r.changes(), sort_keys=True), name) for name, r in candidates.items()]
+        labels = [(recipe_key(r), name) for name, r in candidates.items()]
     rows = []
     for key, label in labels:
         found = by_recipe.get(key)
