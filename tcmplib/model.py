@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcmplib.data.skeleton import BONES, NUM_JOINTS
+from tcmplib.fused import convolve_dense, slice_size
 
 __all__ = ["GCNConfig", "AttentionGCN", "PRUNABLE", "neighbourhood_mask"]
 
@@ -169,4 +170,7 @@ class AttentionGCN(nn.Module):
                 f"AttentionGCN input: expected (batch, {self.config.nodes}, {self.config.d_in}), "
                 f"got {tuple(x.shape)}"
             )
-        return self.features(x) @ self.fc
+        if self.config.dropout and self.training:
+            return self.features(x) @ self.fc
+        # The same function as features(x) @ fc, computed slice by slice (tcmplib.fused).
+        return convolve_dense(self.attention(x), x @ self.wv, self.fc, slice_size(x.device))

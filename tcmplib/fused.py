@@ -1,0 +1,97 @@
+"""The network's tail, convolution -> ReLU -> dense layer, computed in cache-sized slices.
+
+:meth:`tcmplib.model.AttentionGCN.features` is the definition: per head, ``ReLU(A_k X Wv)``,
+flattened in (node, head, channel) order, then the dense layer. Computed that way the
+(batch, 43,008) activation travels to memory and back about ten times per training step (the
+convolution writes it, ReLU reads and writes it, the dense layer reads it twice, its gradient
+is written, masked and read twice more): on a CPU that traffic, not the arithmetic, sets the
+time of an epoch.
+
+:func:`convolve_dense` computes the same function one slice of the batch at a time, so that
+a slice's activation (32 graphs: 5.5 MB) stays in cache from the convolution to the dense
+layer. The backward pass recomputes each slice's activation instead of storing it (one more
+convolution, +8% of the step's multiply-adds) and accumulates the dense layer's gradient
+slice by slice. Its outputs are the definition's up to float rounding (the tests compare
+both, values and gradients); the slicing is fixed, so a run stays bit-for-bit repeatable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["convolve_dense", "slice_size"]
+
+#: Graphs per slice on CPU: 32 x 43,008 fp32 activations = 5.5 MB, about one core's L2 +
+#: its share of L3. Measured best of 8 / 16 / 32 / 64 / 150 / 600 on 1 and 2 threads
+#: (benchmarks/bench_epoch.py, benchmarks/README.md).
+CPU_SLICE = 32
+
+#: Column multiple of the dense layer inside the kernel (see :func:`_widen`).
+_WIDTH = 16
+
+
+def slice_size(device: torch.device) -> int | None:
+    """Graphs per slice on ``device``: :data:`CPU_SLICE` on CPU; the whole batch (None) on a
+    GPU, whose memory holds the activation and whose kernels want it whole."""
+    return CPU_SLICE if device.type == "cpu" else None
+
+
+class _ConvolveDense(torch.autograd.Function):
+    """logits[b] = vec(ReLU(attn[b] @ v[b])) @ fc, slice by slice (see the module doc)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int
+    ) -> Tensor:
+        fc_wide = _widen(fc)
+        logits = attn.new_empty(attn.shape[0], fc_wide.shape[1])
+        for s in range(0, attn.shape[0], size):
+            hidden = torch.bmm(attn[s : s + size], v[s : s + size]).relu_()
+            torch.mm(hidden.flatten(1), fc_wide, out=logits[s : s + size])
+        ctx.save_for_backward(attn, v, fc_wide)
+        ctx.size, ctx.classes = size, fc.shape[1]
+        return logits[:, : fc.shape[1]]
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_logits: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, None]:
+        attn, v, fc_wide = ctx.saved_tensors
+        size = ctx.size
+        grad_wide = _widen(grad_logits)
+        fc_t = fc_wide.t().contiguous()
+        grad_attn, grad_v = torch.empty_like(attn), torch.empty_like(v)
+        grad_fc = torch.zeros_like(fc_wide)
+        for s in range(0, attn.shape[0], size):
+            a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
+            hidden = torch.bmm(a, vs).relu_()  # recomputed: cheaper than a trip to memory
+            grad_fc.addmm_(hidden.flatten(1).t(), g)
+            grad_hidden = torch.ops.aten.threshold_backward(torch.mm(g, fc_t), hidden.flatten(1), 0.0)
+            grad_hidden = grad_hidden.view(hidden.shape)
+            torch.bmm(grad_hidden, vs.transpose(1, 2), out=grad_attn[s : s + size])
+            torch.bmm(a.transpose(1, 2), grad_hidden, out=grad_v[s : s + size])
+        return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None
+
+
+def _widen(matrix: Tensor) -> Tensor:
+    """``matrix`` with zero columns appended up to a multiple of 16: the CPU's matmul kernels
+    run 1.3-1.7x faster on 48 columns than on FPHA's 45 classes (benchmarks/README.md)."""
+    extra = -matrix.shape[1] % _WIDTH
+    return torch.nn.functional.pad(matrix, (0, extra)) if extra else matrix.contiguous()
+
+
+def convolve_dense(attn: Tensor, v: Tensor, fc: Tensor, size: int | None) -> Tensor:
+    """The dense layer's logits from attention (batch, heads, nodes, nodes), values
+    (batch, nodes, channels) and dense weights (nodes * heads * channels, classes).
+
+    ``size`` graphs per slice (None: the whole batch at once). Equal, up to rounding, to
+    ``relu(einsum("bhnm,bmc->bnhc", attn, v)).flatten(1) @ fc``.
+    """
+    batch, heads, nodes, _ = attn.shape
+    # (batch, node, head, source) rows: one matmul per graph writes the activation directly
+    # in the dense layer's (node, head, channel) order.
+    rows = attn.transpose(1, 2).reshape(batch, nodes * heads, nodes)
+    return _ConvolveDense.apply(rows, v, fc, size or max(batch, 1))

@@ -1,0 +1,54 @@
+"""The sliced convolution -> ReLU -> dense kernel equals the network's definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tcmplib.fused import convolve_dense, slice_size
+from tcmplib.model import AttentionGCN, GCNConfig
+
+
+def _definition(attn: torch.Tensor, v: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+    return torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, v)).flatten(1) @ fc
+
+
+@pytest.mark.parametrize("size", [1, 4, 7, 10, None])
+@pytest.mark.parametrize("classes", [3, 16, 45])
+def test_values_and_gradients_equal_the_definition(size: int | None, classes: int) -> None:
+    generator = torch.Generator().manual_seed(classes)
+    batch, heads, nodes, channels = 10, 3, 5, 4
+    attn = torch.softmax(torch.randn(batch, heads, nodes, nodes, generator=generator), -1)
+    v = torch.randn(batch, nodes, channels, generator=generator)
+    fc = torch.randn(nodes * heads * channels, classes, generator=generator)
+    grad = torch.randn(batch, classes, generator=generator)
+    results = []
+    for function in (_definition, lambda a, b, c: convolve_dense(a, b, c, size)):
+        inputs = [t.clone().double().requires_grad_() for t in (attn, v, fc)]
+        out = function(*inputs)
+        out.backward(grad.double())
+        results.append([out.detach(), *(t.grad for t in inputs)])
+    for expected, got in zip(*results, strict=True):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_model_uses_the_kernel_and_equals_its_features_times_fc() -> None:
+    torch.manual_seed(0)
+    model = AttentionGCN(GCNConfig(nodes=21, d_in=12, heads=2, qk_dim=3, channels=4, neighbourhood=2))
+    x = torch.randn(70, 21, 12)  # 70: three slices of 32, the last one short
+    logits = model(x)
+    assert type(logits.grad_fn).__name__ == "_ConvolveDenseBackward"
+    torch.testing.assert_close(logits, model.features(x) @ model.fc, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_while_training_takes_the_definition() -> None:
+    model = AttentionGCN(GCNConfig(nodes=21, d_in=6, heads=2, qk_dim=2, channels=3, dropout=0.5))
+    x = torch.randn(4, 21, 6)
+    assert type(model.train()(x).grad_fn).__name__ == "MmBackward0"
+    assert type(model.eval()(x).grad_fn).__name__ == "_ConvolveDenseBackward"
+
+
+def test_slices_on_cpu_whole_batch_elsewhere() -> None:
+    assert slice_size(torch.device("cpu")) == 32
+    assert slice_size(torch.device("meta")) is None
