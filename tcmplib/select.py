@@ -51,6 +51,7 @@ CV_FORMAT = 1
 
 # The best join of the options that helped alone (see "combinations" below).
 _JOINED = Recipe(rotate_deg=30.0, neighbourhood=2, weight_decay=1e-3)
+_SELECTED = replace(_JOINED, chunks=32)
 
 #: Named candidate sets: name -> {candidate label: recipe}.
 CANDIDATES: dict[str, dict[str, Recipe]] = {
@@ -84,6 +85,19 @@ CANDIDATES: dict[str, dict[str, Recipe]] = {
         "joined + M = 32": replace(_JOINED, chunks=32),
         "joined + time crop": replace(_JOINED, time_crop=0.2),
         "joined + dropout": replace(_JOINED, dropout=0.5),
+    },
+    # Steps around the selected recipe (the CV best of the two sets above): each of its
+    # settings one notch either way, and the options that were neutral alone added to it.
+    "refinements": {
+        "selected": _SELECTED,
+        "selected, rotation +-15 deg": replace(_SELECTED, rotate_deg=15.0),
+        "selected, rotation +-45 deg": replace(_SELECTED, rotate_deg=45.0),
+        "selected, attention within 1 bone": replace(_SELECTED, neighbourhood=1),
+        "selected, attention within 3 bones": replace(_SELECTED, neighbourhood=3),
+        "selected, weight decay 3e-3": replace(_SELECTED, weight_decay=3e-3),
+        "selected, weight decay 1e-2": replace(_SELECTED, weight_decay=1e-2),
+        "selected + scaling +-15%": replace(_SELECTED, scale=0.15),
+        "selected + hand-size normalization": replace(_SELECTED, hand_size=True),
     },
 }
 
