@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,80 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tcmp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Each subcommand is added by an `_add_...(commands)` function with a `handler` default
-    # that takes the parsed arguments and returns the exit status.
-    _add_run(commands)
-    _add_train(commands)
-    _add_sweep(commands)
-    _add_table(commands)
-    _add_cv(commands)
+    # Each subcommand is added by an `_add_...(commands, summary)` function (see _add_command);
+    # `tcmp --help` lists them in this order, with these one-line summaries.
+    _add_run(commands, "compute one configuration here and write its run record")
+    _add_train(commands, "train the baseline GCN and write its run record")
+    _add_sweep(commands, "run a grid of configurations (e.g. Table 1) through papermill")
+    _add_table(
+        commands, "Table 1-right from a results folder, optionally next to the paper's numbers"
+    )
+    _add_cv(commands, "cross-validate training recipes on the training split")
     return parser
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    summary: str,
+) -> argparse.ArgumentParser:
+    """The subparser of command ``name``, which ``handler`` runs (see :func:`main`).
+
+    ``summary`` is its line in ``tcmp --help``; the handler's docstring is its own ``--help``
+    description: what the command does is written once, where it is done.
+    """
+    parser = commands.add_parser(name, help=summary, description=handler.__doc__)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _shared_options() -> dict[str, dict[str, Any]]:
+    """Options that several subcommands take, by flag: the argparse settings they share.
+
+    One table, so that e.g. ``--device`` or ``--seed`` cannot drift apart between commands;
+    each subcommand names the ones it takes and may word their help for itself
+    (:func:`_add_options`).
+    """
+    from tcmplib.profiles import PROFILES
+    from tcmplib.recipe import RECIPES
+    from tcmplib.run import DATASETS
+
+    return {
+        "--dataset": {"choices": DATASETS, "default": "synthetic"},
+        "--profile": {"choices": sorted(PROFILES), "default": "book"},
+        "--recipe": {"choices": list(RECIPES), "default": "as-written"},
+        "--seed": {"type": _non_negative_int, "default": 0},
+        "--results": {"type": Path, "default": None},
+        "--checkpoints": {"type": Path, "default": None},
+        "--workers": {"type": _positive_int, "default": None},
+        "--device": {"choices": ("auto", "cpu", "cuda"), "default": "auto"},
+        "--fpha-root": {"type": Path, "default": None, "help": "FPHA folder (default: $FPHA_ROOT)"},
+        "--dry-run": {"action": "store_true"},
+        "--no-progress": {"action": "store_true", "help": "hide the progress bar"},
+    }
+
+
+def _add_options(
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    defaults: dict[str, Any] | None = None,
+    **helps: str,
+) -> None:
+    """Add the shared options ``flags`` to ``parser``, in that order.
+
+    ``helps`` and ``defaults`` are keyed by destination (``dry_run`` for ``--dry-run``) and
+    replace the shared help or default for this subcommand.
+    """
+    shared = _shared_options()
+    for flag in flags:
+        dest = flag.removeprefix("--").replace("-", "_")
+        settings = dict(shared[flag])
+        if dest in helps:
+            settings["help"] = helps[dest]
+        if defaults is not None and dest in defaults:
+            settings["default"] = defaults[dest]
+        parser.add_argument(flag, **settings)
 
 
 # -------------------------------------------------------------------------------------------
@@ -35,30 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 # -------------------------------------------------------------------------------------------
 
 
-def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tcmplib.profiles import PROFILES
-    from tcmplib.recipe import RECIPES
-
-    train = commands.add_parser(
-        "train",
-        help="train the baseline GCN and write its run record",
-        description="Train the baseline attention GCN (no pruning) and write its run record "
-        "(tcmplib.records) to a JSON file: the same record as `tcmp run --method baseline`.",
-    )
-    train.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
-    train.add_argument(
-        "--profile",
-        choices=sorted(PROFILES),
-        default="book",
-        help="run length: smoke (seconds), book (about 1.5 min on CPU), paper (2,700 epochs)",
-    )
-    train.add_argument(
-        "--recipe", choices=list(RECIPES), default="as-written", help="training recipe"
-    )
-    train.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="model init and batch seed"
-    )
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str) -> None:
+    train = _add_command(commands, "train", _run_train, summary)
     train.add_argument(
         "--out",
         type=Path,
@@ -66,16 +110,18 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run record (default: runs/train-DATASET-PROFILE-seedN.json)",
     )
     train.add_argument(
-        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
-    )
-    train.add_argument(
         "--checkpoint-dir",
         type=Path,
         default=None,
         help="checkpoint in a folder there (profiles with checkpoint_every) and resume from it",
     )
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train.set_defaults(handler=_run_train)
+    _add_options(
+        train, "--dataset", "--profile", "--recipe", "--seed", "--device", "--fpha-root",
+        "--no-progress",
+        profile="run length: smoke (seconds), book (about 1.5 min on CPU), paper (2,700 epochs)",
+        recipe="training recipe",
+        seed="model init and batch seed",
+    )  # fmt: skip
 
 
 def _non_negative_int(text: str) -> int:
@@ -89,29 +135,27 @@ def _non_negative_int(text: str) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    """Train the baseline attention GCN (no pruning) and write its run record
+    (tcmplib.records) to a JSON file: the same record as `tcmp run --method baseline`."""
     from tcmplib.records import write_record
     from tcmplib.run import RunConfig, execute
 
-    try:
-        config = RunConfig(
-            dataset=args.dataset, method="baseline", seed=args.seed, profile=args.profile,
-            recipe=args.recipe,
-        )  # fmt: skip
-        if args.checkpoint_dir is not None and config.train_schedule()["checkpoint_every"] is None:
-            raise ValueError(
-                f"--checkpoint-dir: profile {args.profile!r} writes no checkpoints; "
-                "use --profile paper or leave the option out"
-            )
-        record = execute(
-            config,
-            device=args.device,
-            fpha_root=args.fpha_root,
-            checkpoints_dir=args.checkpoint_dir,
-            progress=not args.no_progress,
+    config = RunConfig(
+        dataset=args.dataset, method="baseline", seed=args.seed, profile=args.profile,
+        recipe=args.recipe,
+    )  # fmt: skip
+    if args.checkpoint_dir is not None and config.train_schedule()["checkpoint_every"] is None:
+        raise ValueError(
+            f"--checkpoint-dir: profile {args.profile!r} writes no checkpoints; "
+            "use --profile paper or leave the option out"
         )
-    except ValueError as err:
-        print(f"tcmp train: {err}", file=sys.stderr)
-        return 2
+    record = execute(
+        config,
+        device=args.device,
+        fpha_root=args.fpha_root,
+        checkpoints_dir=args.checkpoint_dir,
+        progress=not args.no_progress,
+    )
     out = args.out or Path("runs") / f"train-{args.dataset}-{args.profile}-seed{args.seed}.json"
     write_record(record, out)
     print(_summary(record))
@@ -135,26 +179,13 @@ def _summary(record: Any) -> str:
 # -------------------------------------------------------------------------------------------
 
 
-def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tcmplib.profiles import PROFILES
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str) -> None:
     from tcmplib.pruning import METHODS
-    from tcmplib.recipe import RECIPES
 
-    run = commands.add_parser(
-        "run",
-        help="compute one configuration here and write its run record",
-        description="Train and prune one configuration in this process (with a progress bar) "
-        "and write its run record and network structure into the results folder. A record "
-        "already there under the same hash is reused. --dry-run prints the resolved "
-        "configuration (everything that enters the hash) and its hash.",
-    )
+    run = _add_command(commands, "run", _run_run, summary)
     run.add_argument("--method", choices=list(METHODS), default="tcmp")
     run.add_argument("--rate", type=float, default=None, help="fraction pruned, e.g. 0.99 "
                      "(default: 0 for the dense baseline, else required)")  # fmt: skip
-    run.add_argument("--seed", type=_non_negative_int, default=0)
-    run.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
-    run.add_argument("--profile", choices=sorted(PROFILES), default="book")
-    run.add_argument("--recipe", choices=list(RECIPES), default="as-written")
     run.add_argument(
         "--set",
         action="append",
@@ -162,58 +193,49 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="KEY=VALUE",
         help="set a method option (repeatable), e.g. --set band_steps=4",
     )
-    run.add_argument(
-        "--results",
-        type=Path,
-        default=None,
-        help="results folder (default: results/DATASET-PROFILE[-RECIPE]; smoke: runs/results)",
-    )
-    run.add_argument(
-        "--checkpoints", type=Path, default=None, help="checkpoint folder (profile paper)"
-    )
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    run.add_argument(
-        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
-    )
-    run.add_argument("--dry-run", action="store_true", help="print the configuration and stop")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    run.set_defaults(handler=_run_run)
+    _add_options(
+        run, "--seed", "--dataset", "--profile", "--recipe", "--results", "--checkpoints",
+        "--device", "--fpha-root", "--dry-run", "--no-progress",
+        results="results folder (default: results/DATASET-PROFILE[-RECIPE]; smoke: runs/results)",
+        checkpoints="checkpoint folder (profile paper)",
+        dry_run="print the configuration and stop",
+    )  # fmt: skip
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    """Train and prune one configuration in this process (with a progress bar) and write its
+    run record and network structure into the results folder. A record already there under
+    the same hash is reused. --dry-run prints the resolved configuration (everything that
+    enters the hash) and its hash."""
     from tcmplib.pruning import METHODS
     from tcmplib.run import RunConfig, run_config
     from tcmplib.sweep import default_models_dir, default_results_dir, find_result
 
-    try:
-        if args.rate is None and METHODS[args.method].tc_by_design is not None:
-            raise ValueError(f"--rate: {args.method} prunes; expected a rate, e.g. --rate 0.99")
-        rate = args.rate if args.rate is not None else 0.0
-        config = RunConfig(
-            dataset=args.dataset, method=args.method, rate=rate, seed=args.seed,
-            profile=args.profile, recipe=args.recipe,
-        ).with_options(args.set)  # fmt: skip
-        results = args.results or default_results_dir(args.dataset, args.profile, args.recipe)
-        if args.dry_run:
-            print(json.dumps(config.identity(), indent=1))
-            print(f"hash {config.hash}: {results / config.name}.json")
-            return 0
-        found = find_result(results, config)
-        if found is not None:
-            print(f"{found}: computed already (same hash); delete it to rerun")
-            return 0
-        record = run_config(
-            config,
-            results,
-            device=args.device,
-            fpha_root=args.fpha_root,
-            models_dir=default_models_dir(results),
-            checkpoints_dir=args.checkpoints,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        print(f"tcmp run: {err}", file=sys.stderr)
-        return 2
+    if args.rate is None and METHODS[args.method].tc_by_design is not None:
+        raise ValueError(f"--rate: {args.method} prunes; expected a rate, e.g. --rate 0.99")
+    rate = args.rate if args.rate is not None else 0.0
+    config = RunConfig(
+        dataset=args.dataset, method=args.method, rate=rate, seed=args.seed,
+        profile=args.profile, recipe=args.recipe,
+    ).with_options(args.set)  # fmt: skip
+    results = args.results or default_results_dir(args.dataset, args.profile, args.recipe)
+    if args.dry_run:
+        print(json.dumps(config.identity(), indent=1))
+        print(f"hash {config.hash}: {results / config.name}.json")
+        return 0
+    found = find_result(results, config)
+    if found is not None:
+        print(f"{found}: computed already (same hash); delete it to rerun")
+        return 0
+    record = run_config(
+        config,
+        results,
+        device=args.device,
+        fpha_root=args.fpha_root,
+        models_dir=default_models_dir(results),
+        checkpoints_dir=args.checkpoints,
+        progress=not args.no_progress,
+    )
     print(_summary(record))
     print(f"wrote {results / record.name}.json")
     return 0
@@ -224,42 +246,18 @@ def _run_run(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------
 
 
-def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tcmplib.profiles import PROFILES
-    from tcmplib.recipe import RECIPES
+def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str) -> None:
     from tcmplib.sweep import EXECUTORS, GRIDS
 
-    sweep = commands.add_parser(
-        "sweep",
-        help="run a grid of configurations (e.g. Table 1) through papermill",
-        description="Run every configuration of a named grid that has no result yet: each run "
-        "executes the run notebook with papermill and writes one JSON result file. Results "
-        "already present with the same config hash are reused, so an interrupted sweep "
-        "resumes. Prints Table 1-right from the results folder at the end.",
-    )
+    sweep = _add_command(commands, "sweep", _run_sweep, summary)
     sweep.add_argument(
         "grid",
         choices=sorted(GRIDS),
         help="table1: baseline + MP, greedy TC, TCMP and PMP at 50/75/95/99%%; "
         "baseline: the dense network alone",
     )
-    sweep.add_argument("--dataset", choices=("synthetic", "fpha"), default="synthetic")
-    sweep.add_argument("--profile", choices=sorted(PROFILES), default="book")
-    sweep.add_argument(
-        "--recipe",
-        choices=list(RECIPES),
-        default="as-written",
-        help="training recipe: the paper's text as written, or the one selected by "
-        "cross-validation (tcmplib.recipe)",
-    )
     sweep.add_argument(
         "--seeds", type=_positive_int, default=1, help="number of seeds, 0..N-1 (default 1)"
-    )
-    sweep.add_argument(
-        "--results",
-        type=Path,
-        default=None,
-        help="results folder (default: results/DATASET-PROFILE[-RECIPE])",
     )
     sweep.add_argument(
         "--notebooks",
@@ -267,31 +265,24 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="folder for the executed run notebooks (default: runs/notebooks/<results name>)",
     )
-    sweep.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=None,
-        help="folder for the checkpoints of unfinished runs of a profile that checkpoints "
-        "(paper); a restarted sweep resumes them (default: runs/checkpoints/<results name>)",
-    )
     sweep.add_argument("--executor", choices=EXECUTORS, default="local")
     sweep.add_argument(
         "--scheduler",
         default=None,
         help="Dask scheduler address (tcp://host:8786); default: a LocalCluster for this sweep",
     )
-    sweep.add_argument(
-        "--workers", type=_positive_int, default=None, help="LocalCluster worker processes"
-    )
-    sweep.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    sweep.add_argument(
-        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
-    )
-    sweep.add_argument(
-        "--dry-run", action="store_true", help="list the runs still missing and stop"
-    )
-    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    sweep.set_defaults(handler=_run_sweep)
+    _add_options(
+        sweep, "--dataset", "--profile", "--recipe", "--results", "--checkpoints", "--workers",
+        "--device", "--fpha-root", "--dry-run", "--no-progress",
+        recipe="training recipe: the paper's text as written, or the one selected by "
+        "cross-validation (tcmplib.recipe)",
+        results="results folder (default: results/DATASET-PROFILE[-RECIPE])",
+        checkpoints="folder for the checkpoints of unfinished runs of a profile that "
+        "checkpoints (paper); a restarted sweep resumes them (default: "
+        "runs/checkpoints/<results name>)",
+        workers="LocalCluster worker processes",
+        dry_run="list the runs still missing and stop",
+    )  # fmt: skip
 
 
 def _positive_int(text: str) -> int:
@@ -302,34 +293,33 @@ def _positive_int(text: str) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
+    """Run every configuration of a named grid that has no result yet: each run executes the
+    run notebook with papermill and writes one JSON result file. Results already present with
+    the same config hash are reused, so an interrupted sweep resumes. Prints Table 1-right
+    from the results folder at the end."""
     from tcmplib import tables
     from tcmplib.profiles import get_profile
     from tcmplib.sweep import checkpointed_epochs, sweep
 
     if args.scheduler is not None and args.executor != "dask":
-        print("--scheduler: only used with --executor dask", file=sys.stderr)
-        return 2
-    try:
-        summary = sweep(
-            args.grid,
-            profile=args.profile,
-            dataset=args.dataset,
-            seeds=args.seeds,
-            recipe=args.recipe,
-            results_dir=args.results,
-            notebooks_dir=args.notebooks,
-            checkpoints_dir=args.checkpoints,
-            executor=args.executor,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            device=args.device,
-            fpha_root=args.fpha_root,
-            progress=not args.no_progress,
-            dry_run=args.dry_run,
-        )
-    except ValueError as err:
-        print(f"tcmp sweep: {err}", file=sys.stderr)
-        return 2
+        raise ValueError("--scheduler: only used with --executor dask")
+    summary = sweep(
+        args.grid,
+        profile=args.profile,
+        dataset=args.dataset,
+        seeds=args.seeds,
+        recipe=args.recipe,
+        results_dir=args.results,
+        notebooks_dir=args.notebooks,
+        checkpoints_dir=args.checkpoints,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        device=args.device,
+        fpha_root=args.fpha_root,
+        progress=not args.no_progress,
+        dry_run=args.dry_run,
+    )
     if args.dry_run:
         print(f"{summary.results_dir}: {len(summary.reused)} done, {len(summary.pending)} to run")
         for config in summary.pending:
@@ -354,13 +344,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------
 
 
-def _add_table(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    table = commands.add_parser(
-        "table",
-        help="Table 1-right from a results folder, optionally next to the paper's numbers",
-        description="Read the result files of a sweep and print Table 1-right (means and "
-        "spread over seeds); with --paper, side by side with the published numbers.",
-    )
+def _add_table(commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str) -> None:
+    table = _add_command(commands, "table", _run_table, summary)
     table.add_argument("results", type=Path, help="results folder written by `tcmp sweep`")
     table.add_argument("--paper", action="store_true", help="add the paper's published numbers")
     table.add_argument(
@@ -371,29 +356,24 @@ def _add_table(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     table.add_argument(
         "--out", type=Path, default=None, help="also write the table to a .md or .csv file"
     )
-    table.set_defaults(handler=_run_table)
 
 
 def _run_table(args: argparse.Namespace) -> int:
+    """Read the result files of a sweep and print Table 1-right (means and spread over
+    seeds); with --paper, side by side with the published numbers."""
     from tcmplib import tables
 
-    try:
-        results = tables.load_results(args.results)
-        if not len(results):
-            print(f"tcmp table: {args.results}: no result files (*.json) there", file=sys.stderr)
-            return 2
-        if args.times and args.paper:
-            print("tcmp table: --times and --paper: expected at most one of them", file=sys.stderr)
-            return 2
-        frame = tables.training_times(results) if args.times else tables.table1_right(results)
-        if args.paper:
-            frame = tables.compare_with_paper(frame)
-        print(tables.to_markdown(frame))
-        if args.out is not None:
-            print(f"wrote {tables.write_table(frame, args.out)}")
-    except ValueError as err:
-        print(f"tcmp table: {err}", file=sys.stderr)
-        return 2
+    results = tables.load_results(args.results)
+    if not len(results):
+        raise ValueError(f"{args.results}: no result files (*.json) there")
+    if args.times and args.paper:
+        raise ValueError("--times and --paper: expected at most one of them")
+    frame = tables.training_times(results) if args.times else tables.table1_right(results)
+    if args.paper:
+        frame = tables.compare_with_paper(frame)
+    print(tables.to_markdown(frame))
+    if args.out is not None:
+        print(f"wrote {tables.write_table(frame, args.out)}")
     return 0
 
 
@@ -402,63 +382,51 @@ def _run_table(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------
 
 
-def _add_cv(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_cv(commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str) -> None:
     from tcmplib.select import CANDIDATES
 
-    cv = commands.add_parser(
-        "cv",
-        help="cross-validate training recipes on the training split",
-        description="Train the dense baseline under each candidate recipe on k-1 stratified "
-        "folds of the training split and score it on the held-out fold (the test split is "
-        "never read). Fold runs already recorded are skipped, so an interrupted run resumes. "
-        "Prints the ablation table (mean and std over folds) at the end.",
-    )
+    cv = _add_command(commands, "cv", _run_cv, summary)
     cv.add_argument(
         "candidates", choices=sorted(CANDIDATES), help="the named set of candidate recipes"
     )
-    cv.add_argument("--dataset", choices=("synthetic", "fpha"), default="fpha")
     cv.add_argument("--folds", type=_positive_int, default=3, help="k of k-fold (default 3)")
     cv.add_argument("--epochs", type=_positive_int, default=300, help="epochs per fold run")
-    cv.add_argument("--seed", type=_non_negative_int, default=0, help="model and augmentation seed")
-    cv.add_argument(
-        "--results", type=Path, default=None, help="records folder (default: results/DATASET-cv)"
-    )
-    cv.add_argument(
-        "--workers", type=_positive_int, default=None,
-        help="run on a Dask LocalCluster of this many single-threaded workers (default: here)",
+    # The recipe search is about the real data: FPHA unless told otherwise.
+    _add_options(
+        cv, "--dataset", "--seed", "--results", "--workers", "--device", "--fpha-root",
+        "--dry-run", "--no-progress",
+        defaults={"dataset": "fpha"},
+        seed="model and augmentation seed",
+        results="records folder (default: results/DATASET-cv)",
+        workers="run on a Dask LocalCluster of this many single-threaded workers "
+        "(default: here)",
+        dry_run="list the runs still missing and stop",
     )  # fmt: skip
-    cv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    cv.add_argument(
-        "--fpha-root", type=Path, default=None, help="FPHA folder (default: $FPHA_ROOT)"
-    )
-    cv.add_argument("--dry-run", action="store_true", help="list the runs still missing and stop")
-    cv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    cv.set_defaults(handler=_run_cv)
 
 
 def _run_cv(args: argparse.Namespace) -> int:
+    """Train the dense baseline under each candidate recipe on k-1 stratified folds of the
+    training split and score it on the held-out fold (the test split is never read). Fold
+    runs already recorded are skipped, so an interrupted run resumes. Prints the ablation
+    table (mean and std over folds) at the end."""
     from tcmplib import tables
     from tcmplib.select import CANDIDATES, cross_validate, cv_table
 
     results = args.results or Path("results") / f"{args.dataset}-cv"
     candidates = CANDIDATES[args.candidates]
-    try:
-        summary = cross_validate(
-            candidates,
-            results,
-            folds=args.folds,
-            epochs=args.epochs,
-            seed=args.seed,
-            dataset=args.dataset,
-            root=args.fpha_root,
-            device=args.device,
-            workers=args.workers,
-            dry_run=args.dry_run,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        print(f"tcmp cv: {err}", file=sys.stderr)
-        return 2
+    summary = cross_validate(
+        candidates,
+        results,
+        folds=args.folds,
+        epochs=args.epochs,
+        seed=args.seed,
+        dataset=args.dataset,
+        root=args.fpha_root,
+        device=args.device,
+        workers=args.workers,
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+    )
     print(f"{results}: {len(summary['found'])} done, {len(summary['missing'])} to run")
     if args.dry_run:
         for name in summary["missing"]:
@@ -477,7 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except ValueError as err:
+        # The library says what is wrong with an argument in a one-line ValueError: shown as
+        # such, with argparse's exit status for a usage error, rather than as a traceback.
+        print(f"tcmp {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -56,28 +56,16 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
-        epochs=4,
-        eval_every=2,
-        checkpoint_every=None,
-        description="a few epochs to check that everything runs; the numbers mean nothing",
-    ),
-    "book": Profile(
-        name="book",
-        epochs=150,
-        eval_every=10,
-        checkpoint_every=None,
-        description="a short schedule: about a minute and a half per run on 2 CPU cores",
-    ),
-    "paper": Profile(
-        name="paper",
-        epochs=2700,
-        eval_every=50,
-        checkpoint_every=100,
-        description="the paper's schedule: 2,700 full-batch epochs (Section 5)",
-    ),
-}
+    profile.name: profile
+    for profile in (
+        Profile("smoke", epochs=4, eval_every=2, checkpoint_every=None,
+                description="a few epochs to check that everything runs; the numbers mean nothing"),
+        Profile("book", epochs=150, eval_every=10, checkpoint_every=None,
+                description="a short schedule: about a minute and a half per run on 2 CPU cores"),
+        Profile("paper", epochs=2700, eval_every=50, checkpoint_every=100,
+                description="the paper's schedule: 2,700 full-batch epochs (Section 5)"),
+    )
+}  # fmt: skip
 
 
 def get_profile(name: str) -> Profile:

@@ -21,6 +21,7 @@ Dask cluster (:func:`sweep`, ``tcmp sweep``). Tables are read back from the resu
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -382,7 +383,17 @@ def sweep(
 
     start = time.perf_counter()
     models = Path(models_dir or default_models_dir(results)) if save_models else None
-    task = _RunTask(results, notebooks, device, fpha_root, models, checkpoints, kernel_name)
+    # A partial of a module-level function pickles, so Dask workers can run it as it is.
+    task = functools.partial(
+        execute_run,
+        results_dir=results,
+        notebooks_dir=notebooks,
+        device=device,
+        fpha_root=fpha_root,
+        models_dir=models,
+        checkpoints_dir=checkpoints,
+        kernel_name=kernel_name,
+    )
     outcomes = (
         _run_local(task, missing, progress=progress)
         if executor == "local"
@@ -396,31 +407,6 @@ def sweep(
             summary.failed.append(RunFailure(config, error, notebook))
     summary.wall_time_s = time.perf_counter() - start
     return summary
-
-
-@dataclass(frozen=True)
-class _RunTask:
-    """``execute_run`` with the sweep's fixed arguments bound (picklable for Dask)."""
-
-    results_dir: Path
-    notebooks_dir: Path
-    device: str
-    fpha_root: str | os.PathLike[str] | None
-    models_dir: Path | None
-    checkpoints_dir: Path
-    kernel_name: str | None
-
-    def __call__(self, config: RunConfig) -> str:
-        return execute_run(
-            config,
-            self.results_dir,
-            self.notebooks_dir,
-            device=self.device,
-            fpha_root=self.fpha_root,
-            models_dir=self.models_dir,
-            checkpoints_dir=self.checkpoints_dir,
-            kernel_name=self.kernel_name,
-        )
 
 
 Outcome = tuple[RunConfig, "str | None"]  # (config, one-line error or None)

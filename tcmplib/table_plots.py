@@ -11,7 +11,7 @@ Each method's colour and marker is its registered ``style`` (the Okabe-Ito palet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -81,17 +81,27 @@ def _rates(rows: pd.DataFrame) -> list[float]:
     return [float(rate) for rate in rows.index.get_level_values(INDEX_NAMES[0])]
 
 
+def _placed(
+    table: pd.DataFrame, keys: list[str]
+) -> Iterator[tuple[str, pd.DataFrame, list[float]]]:
+    """Each method of ``keys`` that ``table`` has rows of: its key, rows and their x.
+
+    A method's x depends on its position among all ``keys``, so that ours and the paper's
+    points of one method stand at the same x.
+    """
+    for position, key in enumerate(keys):
+        rows = _rows(table, key)
+        if not rows.empty:
+            yield key, rows, _kept_percent(_rates(rows), position, len(keys))
+
+
 def _draw_ours(
     ax: Axes, stats: pd.DataFrame, keys: list[str], styles: dict[str, tuple[str, str]]
 ) -> list[float]:
     """Our mean per method as a line, with std error bars where there are several seeds."""
     xs: list[float] = []
-    for position, key in enumerate(keys):
-        rows = _rows(stats, key)
-        if rows.empty:
-            continue
+    for key, rows, x in _placed(stats, keys):
         colour, marker = styles[key]
-        x = _kept_percent(_rates(rows), position, len(keys))
         mean = rows["mean"].astype("float64").to_numpy()
         ax.plot(
             x,
@@ -128,12 +138,8 @@ def _draw_paper(
 ) -> list[float]:
     """The published numbers as hollow markers, at the same x as our points."""
     xs: list[float] = []
-    for position, key in enumerate(keys):
-        rows = _rows(paper, key)
-        if rows.empty:
-            continue
+    for key, rows, x in _placed(paper, keys):
         colour, marker = styles[key]
-        x = _kept_percent(_rates(rows), position, len(keys))
         ax.plot(
             x,
             rows[column].astype("float64").to_numpy(),

@@ -31,6 +31,8 @@ EDGE_STYLE: dict[int, tuple[str, float, float, str]] = {
     EdgeClass.NOT_COACCESSIBLE: ("#CC79A7", 2.2, 1.0, "kept, not co-accessible (dangling)"),
 }
 FAN_OUT_COLOUR = "#009E73"
+# Fill of a unit, alive or dead, in the drawing and its legend.
+_UNIT_FILL = {True: "#333333", False: "white"}
 
 
 def _positions(
@@ -82,7 +84,7 @@ def _draw_units(
                 zorder=3,
                 edgecolors="black",
                 linewidths=1.2,
-                facecolors="#333333" if alive[i] else "white",
+                facecolors=_UNIT_FILL[bool(alive[i])],
             )
             if labels is not None:
                 ax.annotate(
@@ -99,6 +101,20 @@ def _draw_units(
     ax.set_ylim(bottom, top + 0.5)
 
 
+def _unit_handle(alive: bool) -> Line2D:
+    """The legend entry of an alive or a dead unit."""
+    return Line2D(
+        [],
+        [],
+        marker="o",
+        ls="",
+        markerfacecolor=_UNIT_FILL[alive],
+        markeredgecolor="black",
+        markersize=10,
+        label="alive unit" if alive else "dead unit",
+    )
+
+
 def _legend(ax: Axes, fan_out: bool) -> None:
     handles = [
         Line2D([], [], color=c, lw=w, alpha=a, label=label)
@@ -110,28 +126,7 @@ def _legend(ax: Axes, fan_out: bool) -> None:
                 [], [], color=FAN_OUT_COLOUR, lw=1.2, ls="--", label="attention fan-out (no weight)"
             )
         )
-    handles += [
-        Line2D(
-            [],
-            [],
-            marker="o",
-            ls="",
-            markerfacecolor="#333333",
-            markeredgecolor="black",
-            markersize=10,
-            label="alive unit",
-        ),
-        Line2D(
-            [],
-            [],
-            marker="o",
-            ls="",
-            markerfacecolor="white",
-            markeredgecolor="black",
-            markersize=10,
-            label="dead unit",
-        ),
-    ]
+    handles += [_unit_handle(alive=True), _unit_handle(alive=False)]
     ax.legend(
         handles=handles,
         loc="upper center",

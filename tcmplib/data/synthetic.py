@@ -157,24 +157,48 @@ def _oscillation(tau: np.ndarray, start: float, end: float, cycles: int) -> np.n
     return np.sin(2 * np.pi * cycles * x) * np.sin(np.pi * x) ** 0.5
 
 
+#: A movement over normalized time ``tau`` whose onset is moved by ``shift``.
+Movement = Callable[[np.ndarray, float], np.ndarray]
+#: A motion primitive over normalized time: ``(tau, start, end)`` -> values in [-1, 1].
+Primitive = Callable[[np.ndarray, float, float], np.ndarray]
+
+
+def _held(curls: list[float]) -> Movement:
+    """A hand program that holds one posture (a curl per finger) throughout."""
+    return lambda tau, shift: np.broadcast_to(curls, (len(tau), 5)).copy()
+
+
+def _turn(primitive: Primitive, start: float, end: float, degrees: list[float]) -> Movement:
+    """A wrist script: the turn by ``degrees`` (pronation, flexion, deviation), paced by
+    ``primitive`` over [start, end] of the sequence (both moved by the shift)."""
+    return lambda tau, shift: np.outer(primitive(tau, start + shift, end + shift), degrees)
+
+
+def _stir(cycles: int) -> Primitive:
+    """The oscillation of ``cycles`` full periods, as a primitive."""
+    return lambda tau, start, end: _oscillation(tau, start, end, cycles)
+
+
+def _then(first: Movement, second: Movement) -> Movement:
+    """Two wrist movements added (each already timed to its own part of the sequence)."""
+    return lambda tau, shift: first(tau, shift) + second(tau, shift)
+
+
 #: Hand programs: curl of (thumb, index, middle, ring, pinky) over time, 0 = straight, 1 = fist.
 #: ``shift`` moves the onset of the movements (per-sequence timing variation).
-HAND_PROGRAMS: dict[str, tuple[str, Callable[[np.ndarray, float], np.ndarray]]] = {
-    "open": (
-        "flat hand, fingers almost straight",
-        lambda tau, shift: np.broadcast_to([0.15, 0.1, 0.1, 0.12, 0.15], (len(tau), 5)).copy(),
-    ),
+HAND_PROGRAMS: dict[str, tuple[str, Movement]] = {
+    "open": ("flat hand, fingers almost straight", _held([0.15, 0.1, 0.1, 0.12, 0.15])),
     "grip": (
         "power grip around a cylinder: all fingers curled, thumb wrapped",
-        lambda tau, shift: np.broadcast_to([0.6, 0.7, 0.75, 0.75, 0.75], (len(tau), 5)).copy(),
+        _held([0.6, 0.7, 0.75, 0.75, 0.75]),
     ),
     "pinch": (
         "thumb and index meet, the other fingers half curled",
-        lambda tau, shift: np.broadcast_to([0.55, 0.55, 0.35, 0.35, 0.35], (len(tau), 5)).copy(),
+        _held([0.55, 0.55, 0.35, 0.35, 0.35]),
     ),
     "point": (
         "index straight, the other fingers curled, thumb folded over them",
-        lambda tau, shift: np.broadcast_to([0.65, 0.05, 0.85, 0.85, 0.85], (len(tau), 5)).copy(),
+        _held([0.65, 0.05, 0.85, 0.85, 0.85]),
     ),
     "grasp": (
         "open hand closes into a grip, holds, then opens again",
@@ -189,51 +213,39 @@ HAND_PROGRAMS: dict[str, tuple[str, Callable[[np.ndarray, float], np.ndarray]]] 
 }
 
 #: Wrist scripts: (pronation about the forearm axis, flexion, deviation) in degrees over time.
-WRIST_SCRIPTS: dict[str, tuple[str, Callable[[np.ndarray, float], np.ndarray]]] = {
+WRIST_SCRIPTS: dict[str, tuple[str, Movement]] = {
     "hold": ("no wrist movement", lambda tau, shift: np.zeros((len(tau), 3))),
     "twist_in": (
         "one inward twist of 75 degrees (as when opening a lid)",
-        lambda tau, shift: np.outer(_ramp(tau, 0.2 + shift, 0.8 + shift), [75.0, 0.0, 0.0]),
+        _turn(_ramp, 0.2, 0.8, [75.0, 0.0, 0.0]),
     ),
     "twist_out": (
         "one outward twist of 75 degrees: twist_in mirrored",
-        lambda tau, shift: np.outer(_ramp(tau, 0.2 + shift, 0.8 + shift), [-75.0, 0.0, 0.0]),
+        _turn(_ramp, 0.2, 0.8, [-75.0, 0.0, 0.0]),
     ),
     "stir2": (
         "back-and-forth twisting, 2 cycles of 30 degrees",
-        lambda tau, shift: np.outer(
-            _oscillation(tau, 0.1 + shift, 0.9 + shift, 2), [30.0, 0.0, 0.0]
-        ),
+        _turn(_stir(2), 0.1, 0.9, [30.0, 0.0, 0.0]),
     ),
     "stir3": (
         "back-and-forth twisting, 3 cycles of 30 degrees: stir2 with one more cycle",
-        lambda tau, shift: np.outer(
-            _oscillation(tau, 0.1 + shift, 0.9 + shift, 3), [30.0, 0.0, 0.0]
-        ),
+        _turn(_stir(3), 0.1, 0.9, [30.0, 0.0, 0.0]),
     ),
     "tilt": (
         "the hand tips forward by 60 degrees and back (as when pouring)",
-        lambda tau, shift: np.outer(_bump(tau, 0.2 + shift, 0.85 + shift), [0.0, 60.0, 0.0]),
+        _turn(_bump, 0.2, 0.85, [0.0, 60.0, 0.0]),
     ),
     "wave": (
         "side-to-side wrist deviation, 2 cycles of 25 degrees",
-        lambda tau, shift: np.outer(
-            _oscillation(tau, 0.1 + shift, 0.9 + shift, 2), [0.0, 0.0, 25.0]
-        ),
+        _turn(_stir(2), 0.1, 0.9, [0.0, 0.0, 25.0]),
     ),
     "twist_tilt": (
         "an inward twist, then a tilt: starts like twist_in",
-        lambda tau, shift: (
-            np.outer(_ramp(tau, 0.1 + shift, 0.45 + shift), [60.0, 0.0, 0.0])
-            + np.outer(_bump(tau, 0.5 + shift, 0.9 + shift), [0.0, 60.0, 0.0])
-        ),
+        _then(_turn(_ramp, 0.1, 0.45, [60.0, 0.0, 0.0]), _turn(_bump, 0.5, 0.9, [0.0, 60.0, 0.0])),
     ),
     "tilt_twist": (
         "a tilt, then an outward twist: starts like tilt",
-        lambda tau, shift: (
-            np.outer(_bump(tau, 0.1 + shift, 0.5 + shift), [0.0, 60.0, 0.0])
-            + np.outer(_ramp(tau, 0.55 + shift, 0.9 + shift), [-60.0, 0.0, 0.0])
-        ),
+        _then(_turn(_bump, 0.1, 0.5, [0.0, 60.0, 0.0]), _turn(_ramp, 0.55, 0.9, [-60.0, 0.0, 0.0])),
     ),
 }
 

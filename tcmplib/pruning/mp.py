@@ -92,6 +92,7 @@ __all__ = [
     "RelaxedMP",
     "OneShotMP",
     "linear_temperature",
+    "initial_temperature",
     "magnitude_threshold",
     "project_top_k",
 ]
@@ -141,6 +142,18 @@ def linear_temperature(epoch: int, epochs: int, t0: float, t_end: float) -> floa
     return t0 + (t_end - t0) * progress
 
 
+def initial_temperature(method: str, threshold: float, keep: int, t0_scale: float) -> float:
+    """``T0 = t0_scale * q^2``, tied to the magnitude ``q`` (``threshold``) at which the
+    initial weights are cut to ``keep`` (by RelaxedMP and TCMP alike). ``q = 0`` is a
+    one-line error naming ``method``: psi is undefined at T = 0."""
+    if threshold <= 0.0:
+        raise ValueError(
+            f"{method}: the {keep}-th largest initial weight is 0, so no temperature "
+            "can be tied to it; initialise the model with nonzero weights"
+        )
+    return t0_scale * threshold * threshold
+
+
 def magnitude_threshold(weights: Mapping[str, Tensor], keep: int) -> float:
     """Magnitude of the ``keep``-th largest weight over all tensors (0 when ``keep`` is 0)."""
     if keep <= 0:
@@ -162,26 +175,17 @@ def project_top_k(model: AttentionGCN, keep: int) -> dict[str, Tensor]:
     return masks
 
 
+@dataclass(eq=False)
 class _RelaxedMPHook(NoOpHook):
     """Anneals T, adds the normalised budget term of Eq. 1, projects to top-c at the end."""
 
-    def __init__(
-        self,
-        masks: dict[str, RelaxedMagnitudeMask],
-        keep: int,
-        total: int,
-        t0: float,
-        t_end: float,
-        budget_weight: float,
-        band_steps: float,
-    ) -> None:
-        self.masks = masks
-        self.keep = keep
-        self.total = total
-        self.t0 = t0
-        self.t_end = t_end
-        self.budget_weight = budget_weight
-        self.band_steps = band_steps
+    masks: dict[str, RelaxedMagnitudeMask]
+    keep: int
+    total: int
+    t0: float
+    t_end: float
+    budget_weight: float
+    band_steps: float
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         temperature = linear_temperature(epoch, epochs, self.t0, self.t_end)
@@ -231,12 +235,7 @@ class RelaxedMP(PruningMethod):
     def prune(self, job: Job) -> PruneResult:
         gcn, opts, keep = job.model, job.options, job.keep
         q = magnitude_threshold(gcn.prunable(), keep)
-        if q <= 0.0:
-            raise ValueError(
-                f"{self.name}: the {keep}-th largest initial weight is 0, so no temperature "
-                "can be tied to it; initialise the model with nonzero weights"
-            )
-        t0 = opts.t0_scale * q * q
+        t0 = initial_temperature(self.name, q, keep, opts.t0_scale)
         masks = {name: RelaxedMagnitudeMask(t0) for name in PRUNABLE}
         attach(gcn, masks)
         total = gcn.num_weights()

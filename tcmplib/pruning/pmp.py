@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -197,21 +197,14 @@ class _Group:
         return (ordered - targets).square().mean() / self.prior.std**2
 
 
+@dataclass(eq=False)
 class _PMPHook(NoOpHook):
-    def __init__(
-        self,
-        groups: list[_Group],
-        masks: dict[str, BandStopMask],
-        total: int,
-        opts: PMPOptions,
-        keep: dict[str, int] | int,
-    ) -> None:
-        self.groups = groups
-        self.masks = masks
-        self.total = total
-        self.opts = opts
-        self.keep = keep
-        self.final_threshold_rate = math.nan
+    groups: list[_Group]
+    masks: dict[str, BandStopMask]
+    total: int
+    opts: PMPOptions
+    keep: dict[str, int] | int
+    final_threshold_rate: float = field(init=False, default=math.nan)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         steepness = geometric_steepness(

@@ -111,7 +111,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -120,7 +120,7 @@ from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
 from tcmplib.pruning.base import Job, PruneResult, PruningMethod
 from tcmplib.pruning.greedy import greedy_tc_masks
 from tcmplib.pruning.masks import FixedMask, attach, band_lr_ceiling, detach, psi
-from tcmplib.pruning.mp import check_positive, linear_temperature
+from tcmplib.pruning.mp import check_positive, initial_temperature, linear_temperature
 from tcmplib.pruning.ste import heaviside_ste
 from tcmplib.topology import Reachability, analyze, reachability
 from tcmplib.train import NoOpHook
@@ -307,24 +307,20 @@ class AccessibilityMask(nn.Module):
         return w * self.networks.evaluate().factor(self.name)
 
 
+@dataclass(eq=False)
 class _TCMPHook(NoOpHook):
     """Anneals T, adds the two pruning terms of Eq. 3, extracts the crisp network at the end."""
 
-    def __init__(
-        self,
-        networks: AccessibilityNetworks,
-        keep: int,
-        total: int,
-        t0: float,
-        options: TCMPOptions,
-    ) -> None:
-        self.networks = networks
-        self.keep = keep
-        self.total = total
-        self.t0 = t0
-        self.t_end = t0 * options.t_end_ratio
-        self.options = options
-        self.details: dict[str, float] = {}
+    networks: AccessibilityNetworks
+    keep: int
+    total: int
+    t0: float
+    options: TCMPOptions
+    t_end: float = field(init=False)
+    details: dict[str, float] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.t_end = self.t0 * self.options.t_end_ratio
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         self.networks.temperature = linear_temperature(epoch, epochs, self.t0, self.t_end)
@@ -424,12 +420,7 @@ class TCMP(PruningMethod):
                 "network needs at least 2 (one wv and one fc weight)"
             )
         q = consistent_threshold(gcn, keep)
-        if q <= 0.0:
-            raise ValueError(
-                f"{self.name}: the {keep}-th largest initial weight is 0, so no temperature "
-                "can be tied to it; initialise the model with nonzero weights"
-            )
-        t0 = opts.t0_scale * q * q
+        t0 = initial_temperature(self.name, q, keep, opts.t0_scale)
         networks = AccessibilityNetworks(gcn.config, t0, opts.ste_tau)
         # Registering a parametrization evaluates it once, so the weights are bound first;
         # rebinding afterwards makes sure the cache reads the parametrizations' originals.
