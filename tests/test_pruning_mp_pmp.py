@@ -11,7 +11,7 @@ import torch
 from tcmplib.model import PRUNABLE, GCNConfig
 from tcmplib.pruning import METHODS, prune
 from tcmplib.pruning.mp import linear_temperature, project_top_k
-from tcmplib.pruning.pmp import Prior, band_stop, geometric_steepness
+from tcmplib.pruning.pmp import Prior, band_stop, geometric_steepness, magnitude_order
 from tcmplib.topology import analyze, masks_from_model
 from tcmplib.train import TrainConfig, build_model
 
@@ -207,3 +207,16 @@ def test_pmp_meets_the_budget_when_the_band_swallows_more_than_the_rate() -> Non
     report = result.report
     assert report.details["threshold_rate"] > 0.95, "the case under test did not arise"
     assert report.kept_weights == round(0.05 * config.num_weights())
+
+
+def test_magnitude_order_sorts_like_the_floats_ties_and_zeros_included() -> None:
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(5000, generator=generator).abs()
+    values[::7] = 0.0
+    values[1::11] = values[3]  # ties
+    values[2] = -0.0  # abs() of a negative zero, as PMP's flattened |w| may hold
+    order = magnitude_order(values.abs())
+    assert torch.equal(values.abs()[order], torch.sort(values.abs()).values)
+    assert torch.equal(torch.sort(order).values, torch.arange(5000))  # a permutation
+    as_double = values.abs().double()
+    assert torch.equal(as_double[magnitude_order(as_double)], torch.sort(as_double).values)
