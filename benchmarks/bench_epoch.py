@@ -1,23 +1,32 @@
-"""Seconds per epoch of the baseline GCN under the shared trainer, on CPU and (if present) CUDA.
+"""Seconds per training epoch of the baseline and of every pruning method, against the FLOP bound.
 
-One epoch of the paper's recipe is one full-batch Adam step on the 600 training graphs plus,
-when the test metrics are due, one forward pass over the 575 test graphs. This script times
-both through the real code paths (:func:`tcmplib.train.train` and
-:func:`tcmplib.train.evaluate`) on the embedded synthetic data, which has FPHA's shapes, and
-prints the implied duration of a 2,700-epoch run. With ``--recipes`` it times each named
-training recipe (:mod:`tcmplib.recipe`): an augmenting recipe draws its training inputs anew
-at every step, and is timed again with its augmentation off, so that the ratio column
-(against the first row) says what the augmentation costs.
+One epoch of the paper's recipe is one full-batch Adam step on the 600 training graphs. This
+script times epochs through the real code paths: each method's own training phases
+(:func:`tcmplib.pruning.prune`, hooks, masks and all), stamped by an observer
+(:func:`tcmplib.train.observing`), on the embedded synthetic data, which has FPHA's shapes.
+Next to each time it prints
+
+- the epoch's arithmetic: the dense network's multiply-adds per graph (forward), x2 FLOP,
+  x3 for forward + backward, x600 graphs (the same count for every method: masks do not
+  make the dense kernels do less work);
+- the fp32 matmul peak of this CPU at this thread count, measured in the same run (a
+  2048^3 matmul), and the FLOP bound = arithmetic / peak;
+- the ratio of the epoch to that bound, and of each method's epoch to the baseline's;
+- the implied training time of a paper-scale run (2,700 epochs, test metrics every 50).
+
+With ``--recipes`` the baseline is timed under each named recipe instead, and an augmenting
+recipe again with its augmentation off (what drawing fresh inputs at every epoch costs).
 
 Usage::
 
-    python benchmarks/bench_epoch.py [--epochs 10] [--warmup 2] [--recipes as-written,selected]
+    python benchmarks/bench_epoch.py [--threads 1,2] [--epochs 10] [--warmup 2]
+                                     [--methods baseline,mp,greedy,tcmp,pmp] [--rate 0.95]
+    python benchmarks/bench_epoch.py --recipes as-written,selected
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import time
@@ -27,129 +36,148 @@ import torch
 from torch import nn
 
 from tcmplib.data import SkeletonDataset
-from tcmplib.profiles import get_profile
+from tcmplib.model import GCNConfig
+from tcmplib.profiles import Profile, get_profile
+from tcmplib.pruning import METHODS, prune
 from tcmplib.recipe import Recipe, get_recipe, load_recipe_data
-from tcmplib.train import NoOpHook, TrainConfig, build_model, evaluate, resolve_device, train
+from tcmplib.train import build_model, evaluate, observing
 
-PAPER_EPOCHS = get_profile("paper").epochs
-PAPER_EVAL_EVERY = get_profile("paper").eval_every
+PAPER = get_profile("paper")
 
 
-class EpochTimer(NoOpHook):
-    """Stamps the start of every epoch; consecutive stamps bound one epoch of the trainer."""
+def forward_macs(config: GCNConfig) -> int:
+    """Multiply-adds of one graph's forward pass through the dense network."""
+    n, d, h = config.nodes, config.d_in, config.heads
+    return (
+        2 * h * n * d * config.qk_dim  # queries and keys
+        + h * n * n * config.qk_dim  # attention scores
+        + n * d * config.channels  # values
+        + h * n * n * config.channels  # aggregation
+        + config.fc_in * config.classes  # dense layer
+    )
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.stamps: list[float] = []
 
-    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
-        self._stamp()
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an fp32 ``size``^3 matmul on ``threads`` threads (best of ``repeats``)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best
 
-    def on_train_end(self, model: nn.Module) -> None:
-        self._stamp()
 
-    def _stamp(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.stamps.append(time.perf_counter())
+def _seconds(work: object) -> float:
+    start = time.perf_counter()
+    work()  # type: ignore[operator]
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
 class Timing:
-    recipe: str
-    device: str
-    step_s: float  # one full-batch training step (forward, backward, Adam), bookkeeping included
+    label: str
+    threads: int
+    epoch_s: float  # median training epoch, the method's own per-epoch work included
     eval_s: float  # one forward pass over the test split
+    flop: float  # arithmetic of one training epoch
+    peak: float  # fp32 matmul FLOP/s at this thread count
 
     @property
-    def epoch_s(self) -> float:
-        return self.step_s + self.eval_s
+    def bound_s(self) -> float:
+        return self.flop / self.peak
 
-    def paper_run_min(self, eval_every: int) -> float:
-        evals = PAPER_EPOCHS // eval_every
-        return (PAPER_EPOCHS * self.step_s + evals * self.eval_s) / 60
+    @property
+    def paper_run_min(self) -> float:
+        evals = PAPER.epochs // PAPER.eval_every
+        return (PAPER.epochs * self.epoch_s + evals * self.eval_s) / 60
 
 
-def time_device(
-    data: SkeletonDataset, recipe: tuple[str, Recipe], device_name: str, epochs: int, warmup: int
-) -> Timing:
-    device = resolve_device(device_name)
-    model = build_model(recipe[1].gcn_config(data), seed=0)
-    timer = EpochTimer(device)
-    # eval_every larger than the run: the epochs timed here are training steps only.
-    config = TrainConfig(
-        epochs=warmup + epochs, eval_every=10**6, device=device_name, **recipe[1].train_overrides()
-    )
-    result = train(model, data, config, hook=timer, progress=False)
-    # The last stamp also covers the end of the final epoch, whose test evaluation is forced.
-    durations = [b - a for a, b in itertools.pairwise(timer.stamps)][warmup:-1]
-    evals = []
-    for _ in range(warmup + epochs):
-        start = time.perf_counter()
-        evaluate(model, data.x_test, data.y_test)  # float() of the metrics synchronises CUDA
-        evals.append(time.perf_counter() - start)
-    return Timing(
-        recipe=recipe[0],
-        device=result.device,
-        step_s=statistics.median(durations),
-        eval_s=statistics.median(evals[warmup:]),
-    )
+def time_epochs(
+    data: SkeletonDataset, recipe: Recipe, method: str, rate: float, epochs: int, warmup: int
+) -> tuple[float, float]:
+    """Median seconds of a training epoch of ``method`` (every phase), and of an evaluation."""
+    stamps: list[tuple[int, float]] = []
+
+    def stamp(row: dict[str, float], model: nn.Module) -> None:
+        stamps.append((int(row["epoch"]), time.perf_counter()))
+
+    profile = Profile("bench", warmup + epochs, eval_every=10**6, checkpoint_every=None,
+                      description="timing")
+    model = build_model(recipe.gcn_config(data), seed=0)
+    with observing(stamp):
+        result = prune(method, model, data, 0.0 if method == "baseline" else rate,
+                       profile=profile, device="cpu", progress=False,
+                       train_overrides=recipe.train_overrides())
+    # Consecutive epochs of one phase (a phase restarts at epoch 1), past its warm-up, and
+    # not its last (whose test evaluation is forced): what selecting a mask between phases
+    # costs is not an epoch's.
+    durations = [
+        b - a
+        for (i, a), (j, b) in zip(stamps, stamps[1:], strict=False)
+        if j == i + 1 and j > warmup and j < warmup + epochs
+    ]
+    model = result.model
+    evals = [_seconds(lambda: evaluate(model, data.x_test, data.y_test)) for _ in range(5)]
+    return statistics.median(durations[warmup:]), statistics.median(evals[1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per device")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per phase")
     parser.add_argument("--warmup", type=int, default=2, help="untimed epochs first")
-    parser.add_argument(
-        "--recipes", default="as-written", help="comma-separated recipe names (tcmplib.recipe)"
-    )
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--rate", type=float, default=0.95, help="pruning rate of the methods")
+    parser.add_argument("--recipe", default="selected", help="the recipe the methods train under")
+    parser.add_argument("--recipes", default=None,
+                        help="time the baseline under these recipes instead of the methods")
     args = parser.parse_args()
     if args.epochs < 2 or args.warmup < 0:
         parser.error("--epochs: expected >= 2; --warmup: expected >= 0")
     try:
-        recipes = [(name, get_recipe(name)) for name in args.recipes.split(",")]
+        threads = [int(t) for t in args.threads.split(",")]
+        if args.recipes:
+            rows = []
+            for name in args.recipes.split(","):
+                recipe = get_recipe(name)
+                rows.append((name, recipe, "baseline"))
+                if recipe.augments:
+                    still = replace(recipe, rotate_deg=0.0, scale=0.0, time_crop=0.0)
+                    rows.append((f"{name}, no augmentation", still, "baseline"))
+        else:
+            recipe = get_recipe(args.recipe)
+            rows = [(m, recipe, m) for m in args.methods.split(",")]
+            unknown = [m for m in args.methods.split(",") if m not in METHODS]
+            if unknown:
+                raise ValueError(f"unknown method(s) {unknown}; expected some of {list(METHODS)}")
     except ValueError as err:
-        parser.error(f"--recipes: {err}")
-    # An augmenting recipe is also timed with its augmentation off: the difference is what
-    # drawing the inputs anew at every epoch costs.
-    recipes = [
-        row
-        for name, recipe in recipes
-        for row in [(name, recipe)]
-        + (
-            [(f"{name}, no augmentation", replace(recipe, rotate_deg=0.0, scale=0.0, time_crop=0.0))]
-            if recipe.augments
-            else []
-        )
-    ]
+        parser.error(str(err))
 
-    # Other processes on the machine inflate every timing: print the load next to them.
     load_before = os.getloadavg()[0]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    timings = []
-    for recipe in recipes:
-        data = load_recipe_data(recipe[1], "synthetic")
-        timings += [time_device(data, recipe, name, args.epochs, args.warmup) for name in devices]
+    timings: list[Timing] = []
+    for count in threads:
+        peak = matmul_peak(count)
+        for label, recipe, method in rows:
+            data = load_recipe_data(recipe, "synthetic")
+            flop = 2 * 3 * forward_macs(recipe.gcn_config(data)) * len(data.y_train)
+            epoch_s, eval_s = time_epochs(data, recipe, method, args.rate, args.epochs,
+                                          args.warmup)
+            timings.append(Timing(label, count, epoch_s, eval_s, flop, peak))
 
     print(
-        f"baseline GCN, {len(data.y_train)} training / {len(data.y_test)} test synthetic graphs, "
-        f"median of {args.epochs} epochs, torch {torch.__version__}, "
+        f"{len(data.y_train)} training / {len(data.y_test)} test synthetic graphs of FPHA's "
+        f"shape, recipe {args.recipe if not args.recipes else 'per row'}, methods at rate "
+        f"{args.rate}, median of {args.epochs} epochs per phase, torch {torch.__version__}, "
         f"1-min load average {load_before:.1f} on {os.cpu_count()} CPUs before timing\n"
     )
-    header = (
-        "| recipe | device | train step (s) | vs first recipe | eval (s) "
-        "| epoch = step + eval (s) "
-        f"| {PAPER_EPOCHS:,} epochs, eval every epoch (min) "
-        f"| {PAPER_EPOCHS:,} epochs, eval every {PAPER_EVAL_EVERY} (min) |"
-    )
-    print(header)
-    print("|" + "---|" * 8)
-    first = {t.device: t.step_s for t in reversed(timings)}
+    print("| row | threads | epoch (s) | vs first row | GFLOP | peak (GFLOP/s) | bound (s) "
+          f"| epoch / bound | eval (s) | {PAPER.epochs:,} epochs (min) |")
+    print("|" + "---|" * 10)
+    first = {t.threads: t.epoch_s for t in reversed(timings)}
     for t in timings:
         print(
-            f"| {t.recipe} | {t.device} | {t.step_s:.3f} | {t.step_s / first[t.device]:.2f}x "
-            f"| {t.eval_s:.3f} | {t.epoch_s:.3f} "
-            f"| {t.paper_run_min(1):.1f} | {t.paper_run_min(PAPER_EVAL_EVERY):.1f} |"
+            f"| {t.label} | {t.threads} | {t.epoch_s:.3f} | {t.epoch_s / first[t.threads]:.2f}x "
+            f"| {t.flop / 1e9:.1f} | {t.peak / 1e9:.0f} | {t.bound_s:.3f} "
+            f"| {t.epoch_s / t.bound_s:.2f}x | {t.eval_s:.3f} | {t.paper_run_min:.1f} |"
         )
 
 

@@ -220,3 +220,14 @@ def test_magnitude_order_sorts_like_the_floats_ties_and_zeros_included() -> None
     assert torch.equal(torch.sort(order).values, torch.arange(5000))  # a permutation
     as_double = values.abs().double()
     assert torch.equal(as_double[magnitude_order(as_double)], torch.sort(as_double).values)
+
+
+def test_band_stop_floor_zeroes_only_values_below_it() -> None:
+    w = torch.tensor([0.0, 0.05, 0.099, 0.1, 0.2, -0.2])
+    soft = band_stop(w, threshold=0.1, steepness=20.0)
+    floored = band_stop(w, threshold=0.1, steepness=20.0, floor=2.0**-24)
+    assert soft[0] > 0.0 and floored[0] == 0.0  # deep in the stop band: ~4e-9 -> 0
+    kept = soft >= 2.0**-24
+    assert torch.equal(floored[kept], soft[kept])
+    with pytest.raises(ValueError, match="PMPOptions.mask_floor"):
+        METHODS["pmp"].options_class(mask_floor=1.0)

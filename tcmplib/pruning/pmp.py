@@ -74,30 +74,39 @@ def parametrize_original(model: nn.Module, name: str) -> Tensor:
     return getattr(model.parametrizations, name).original  # type: ignore[no-any-return]
 
 
-def band_stop(w: Tensor, threshold: float, steepness: float) -> Tensor:
-    """``psi_a(w) = sigmoid(beta (w - a)) + sigmoid(-beta (w + a))`` with ``beta = steepness / a``.
+def band_stop(w: Tensor, threshold: float, steepness: float, floor: float = 0.0) -> Tensor:
+    """``psi_a(w) = sigmoid(beta (w - a)) + sigmoid(-beta (w + a))`` with ``beta = steepness / a``,
+    and 0 where it is below ``floor``.
 
-    With ``a = 0`` (rate 0) nothing is removed: the mask is 1 everywhere.
+    With ``a = 0`` (rate 0) nothing is removed: the mask is 1 everywhere. The floor keeps the
+    masked weights ``w psi`` of the stop band out of float32's denormal range, where every
+    matmul that reads them, or writes products of them, slows down up to 90x on a CPU
+    (benchmarks/README.md); below 2^-24 a mask value is lost next to any kept weight anyway.
     """
     if threshold <= 0.0:
         return torch.ones_like(w)
     beta = steepness / threshold
-    return torch.sigmoid(beta * (w - threshold)) + torch.sigmoid(-beta * (w + threshold))
+    mask = torch.sigmoid(beta * (w - threshold)) + torch.sigmoid(-beta * (w + threshold))
+    return mask.masked_fill(mask < floor, 0.0) if floor > 0.0 else mask
 
 
 class BandStopMask(nn.Module):
     """Parametrization ``W -> W * psi_a(W)``; the method anneals ``steepness``."""
 
-    def __init__(self, threshold: float, steepness: float) -> None:
+    def __init__(self, threshold: float, steepness: float, floor: float = 0.0) -> None:
         super().__init__()
         self.threshold = float(threshold)
         self.steepness = float(steepness)
+        self.floor = float(floor)
+        self.last_mask: Tensor | None = None
 
     def mask(self, w: Tensor) -> Tensor:
-        return band_stop(w, self.threshold, self.steepness)
+        return band_stop(w, self.threshold, self.steepness, self.floor)
 
     def forward(self, w: Tensor) -> Tensor:
-        return w * self.mask(w)
+        mask = self.mask(w)
+        self.last_mask = mask.detach()  # the step's soft rate is logged from it
+        return w * mask
 
 
 def geometric_steepness(epoch: int, epochs: int, start: float, end: float) -> float:
@@ -149,6 +158,7 @@ class PMPOptions:
     alignment_weight: float = 1.0  # eta
     steepness_start: float = 4.0  # gamma = beta * a at the first epoch
     steepness_end: float = 200.0  # gamma at the last epoch
+    mask_floor: float = 2.0**-24  # mask values below it are 0 (0: none; see band_stop)
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
@@ -168,6 +178,9 @@ class PMPOptions:
                 f"PMPOptions.steepness_end: expected >= steepness_start "
                 f"({self.steepness_start}), got {self.steepness_end!r}"
             )
+        floor = self.mask_floor
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < 1:
+            raise ValueError(f"PMPOptions.mask_floor: expected a number in [0, 1), got {floor!r}")
         scale = self.prior_scale
         if scale is not None and (
             isinstance(scale, bool)
@@ -206,9 +219,12 @@ class _Group:
     def divergence(self, weights: Mapping[str, Tensor]) -> Tensor:
         """Quantile-matching distance between sorted ``|w|`` and the prior, over ``std^2``."""
         flat = torch.cat([weights[name].reshape(-1) for name in self.names]).abs()
-        ordered = flat.gather(0, magnitude_order(flat.detach()))
-        targets = self.targets.to(ordered.device)
-        return (ordered - targets).square().mean() / self.prior.std**2
+        # Each weight's target is the prior's quantile at the weight's rank: the sum of
+        # (sorted |w| - targets)^2 taken in weight order, whose gradient is elementwise
+        # (gathering the sorted values would scatter the gradient back, 2M indices a step).
+        matched = torch.empty_like(flat)
+        matched[magnitude_order(flat.detach())] = self.targets.to(flat.device)
+        return (flat - matched).square().mean() / self.prior.std**2
 
 
 @dataclass(eq=False)
@@ -243,7 +259,10 @@ class _PMPHook(NoOpHook):
         divergence = sum(group.divergence(weights) for group in self.groups)
         assert isinstance(divergence, Tensor)
         with torch.no_grad():
-            soft_kept = sum(float(self.masks[n].mask(w).sum()) for n, w in weights.items())
+            # The masks of this step's forward pass (the trainer calls extra_loss after it).
+            last = [mask.last_mask for mask in self.masks.values()]
+            assert all(m is not None for m in last), "PMP: extra_loss before a forward pass"
+            soft_kept = sum(float(m.sum()) for m in last if m is not None)
         logs = {
             "steepness": next(iter(self.masks.values())).steepness,
             "alignment": float(divergence.detach()),
@@ -300,7 +319,7 @@ class PMP(PruningMethod):
             )
             groups.append(_Group(names, prior, rate, flat.numel()))
         masks = {
-            name: BandStopMask(group.threshold, opts.steepness_start)
+            name: BandStopMask(group.threshold, opts.steepness_start, opts.mask_floor)
             for group in groups
             for name in group.names
         }
