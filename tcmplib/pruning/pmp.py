@@ -196,13 +196,13 @@ def magnitude_order(magnitudes: Tensor) -> Tensor:
     """Indices that sort non-negative float32 ``magnitudes`` ascending.
 
     For floats >= 0 the IEEE bit patterns, read as integers, are in the same order as the
-    values, and torch sorts 32-bit integers by radix on CPU: 3x faster than sorting the
-    floats (2M weights, one thread), which PMP does at every step. Equal values may come
-    out in another order; their sorted values are the same.
+    values, and torch's stable sort of 32-bit integers ran 3-7x faster than its sort of the
+    floats on this CPU (2M weights; 25 ms on 2 threads), which PMP does at every step.
+    Equal values keep their index order.
     """
     if magnitudes.dtype != torch.float32:
         return torch.sort(magnitudes).indices
-    return torch.sort(magnitudes.view(torch.int32)).indices
+    return torch.sort(magnitudes.view(torch.int32), stable=True).indices
 
 
 class _Group:
