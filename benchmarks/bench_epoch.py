@@ -100,13 +100,21 @@ def time_epochs(
     def stamp(row: dict[str, float], model: nn.Module) -> None:
         stamps.append((int(row["epoch"]), time.perf_counter()))
 
-    profile = Profile("bench", warmup + epochs, eval_every=10**6, checkpoint_every=None,
-                      description="timing")
+    profile = Profile(
+        "bench", warmup + epochs, eval_every=10**6, checkpoint_every=None, description="timing"
+    )
     model = build_model(recipe.gcn_config(data), seed=0)
     with observing(stamp):
-        result = prune(method, model, data, 0.0 if method == "baseline" else rate,
-                       profile=profile, device="cpu", progress=False,
-                       train_overrides=recipe.train_overrides())
+        result = prune(
+            method,
+            model,
+            data,
+            0.0 if method == "baseline" else rate,
+            profile=profile,
+            device="cpu",
+            progress=False,
+            train_overrides=recipe.train_overrides(),
+        )
     # Consecutive epochs of one phase (a phase restarts at epoch 1), past its warm-up, and
     # not its last (whose test evaluation is forced): what selecting a mask between phases
     # costs is not an epoch's.
@@ -128,8 +136,11 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     parser.add_argument("--rate", type=float, default=0.95, help="pruning rate of the methods")
     parser.add_argument("--recipe", default="selected", help="the recipe the methods train under")
-    parser.add_argument("--recipes", default=None,
-                        help="time the baseline under these recipes instead of the methods")
+    parser.add_argument(
+        "--recipes",
+        default=None,
+        help="time the baseline under these recipes instead of the methods",
+    )
     args = parser.parse_args()
     if args.epochs < 2 or args.warmup < 0:
         parser.error("--epochs: expected >= 2; --warmup: expected >= 0")
@@ -159,8 +170,7 @@ def main() -> None:
         for label, recipe, method in rows:
             data = load_recipe_data(recipe, "synthetic")
             flop = 2 * 3 * forward_macs(recipe.gcn_config(data)) * len(data.y_train)
-            epoch_s, eval_s = time_epochs(data, recipe, method, args.rate, args.epochs,
-                                          args.warmup)
+            epoch_s, eval_s = time_epochs(data, recipe, method, args.rate, args.epochs, args.warmup)
             timings.append(Timing(label, count, epoch_s, eval_s, flop, peak))
 
     print(
@@ -169,8 +179,10 @@ def main() -> None:
         f"{args.rate}, median of {args.epochs} epochs per phase, torch {torch.__version__}, "
         f"1-min load average {load_before:.1f} on {os.cpu_count()} CPUs before timing\n"
     )
-    print("| row | threads | epoch (s) | vs first row | GFLOP | peak (GFLOP/s) | bound (s) "
-          f"| epoch / bound | eval (s) | {PAPER.epochs:,} epochs (min) |")
+    print(
+        "| row | threads | epoch (s) | vs first row | GFLOP | peak (GFLOP/s) | bound (s) "
+        f"| epoch / bound | eval (s) | {PAPER.epochs:,} epochs (min) |"
+    )
     print("|" + "---|" * 10)
     first = {t.threads: t.epoch_s for t in reversed(timings)}
     for t in timings:

@@ -69,7 +69,9 @@ class _ConvolveDense(torch.autograd.Function):
             a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
             hidden = torch.bmm(a, vs).relu_()  # recomputed: cheaper than a trip to memory
             grad_fc.addmm_(hidden.flatten(1).t(), g)
-            grad_hidden = torch.ops.aten.threshold_backward(torch.mm(g, fc_t), hidden.flatten(1), 0.0)
+            grad_hidden = torch.ops.aten.threshold_backward(
+                torch.mm(g, fc_t), hidden.flatten(1), 0.0
+            )
             grad_hidden = grad_hidden.view(hidden.shape)
             torch.bmm(grad_hidden, vs.transpose(1, 2), out=grad_attn[s : s + size])
             torch.bmm(a.transpose(1, 2), grad_hidden, out=grad_v[s : s + size])
