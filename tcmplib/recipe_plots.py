@@ -184,6 +184,14 @@ def recipe_chapter_numbers(
         numbers[f"{key}_train"] = float(
             np.mean([100 * r["history"][-1]["train_accuracy"] for r in baseline_records(folder)])
         )
+    from tcmplib.recipe import RECIPES
+
+    first = cv_table(cv_dir, {"round 1": RECIPES["round-1"]}).iloc[0]
+    numbers["round_1_cv"] = float(first["cv accuracy (%)"])
+    numbers["round_1_cv_std"] = float(first["std"])
+    numbers["round_2_cv_gain"] = float(numbers["selected_cv"]) - numbers["round_1_cv"]
+    if "selected" in paper_scale and "round 1" in paper_scale:
+        numbers["round_2_test_gain"] = numbers["selected_test"] - numbers["round_1_test"]
     if "selected" in paper_scale and "as written" in paper_scale:
         numbers["test_gain"] = numbers["selected_test"] - numbers["as_written_test"]
         numbers["gap_closed"] = 100 * numbers["test_gain"] / numbers["as_written_gap"]
