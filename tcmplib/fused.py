@@ -4,15 +4,16 @@
 flattened in (node, head, channel) order, then the dense layer. Computed that way the
 (batch, 43,008) activation travels to memory and back about ten times per training step (the
 convolution writes it, ReLU reads and writes it, the dense layer reads it twice, its gradient
-is written, masked and read twice more): on a CPU that traffic, not the arithmetic, sets the
-time of an epoch.
+is written, masked and read twice more).
 
 :func:`convolve_dense` computes the same function one slice of the batch at a time, so that
 a slice's activation (32 graphs: 5.5 MB) stays in cache from the convolution to the dense
 layer. The backward pass recomputes each slice's activation instead of storing it (one more
 convolution, +8% of the step's multiply-adds) and accumulates the dense layer's gradient
-slice by slice. Its outputs are the definition's up to float rounding (the tests compare
-both, values and gradients); the slicing is fixed, so a run stays bit-for-bit repeatable.
+slice by slice. On this CPU the tail's forward + backward takes 15% less time than the
+definition on one thread and about the same on two (benchmarks/bench_kernels.py). Its
+outputs are the definition's up to float rounding (the tests compare both, values and
+gradients); the slicing is fixed, so a run stays bit-for-bit repeatable.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from torch import Tensor
 
 __all__ = ["convolve_dense", "slice_size"]
 
-#: Graphs per slice on CPU: 32 x 43,008 fp32 activations = 5.5 MB, about one core's L2 +
-#: its share of L3. Measured best of 8 / 16 / 32 / 64 / 150 / 600 on 1 and 2 threads
-#: (benchmarks/bench_epoch.py, benchmarks/README.md).
+#: Graphs per slice on CPU: 32 x 43,008 fp32 activations = 5.5 MB. Of 8 / 16 / 32 / 64 /
+#: 150 / 600, the fastest on one thread and within 1% of the fastest on two
+#: (benchmarks/bench_kernels.py).
 CPU_SLICE = 32
 
 #: Column multiple of the dense layer inside the kernel (see :func:`_widen`).
@@ -79,8 +80,9 @@ class _ConvolveDense(torch.autograd.Function):
 
 
 def _widen(matrix: Tensor) -> Tensor:
-    """``matrix`` with zero columns appended up to a multiple of 16: the CPU's matmul kernels
-    run 1.3-1.7x faster on 48 columns than on FPHA's 45 classes (benchmarks/README.md)."""
+    """``matrix`` with zero columns appended up to a multiple of 16: on two threads the dense
+    layer's three matmuls ran 1.5-1.7x faster on 48 columns than on FPHA's 45 classes
+    (0.9-1.15x on one; benchmarks/bench_kernels.py)."""
     extra = -matrix.shape[1] % _WIDTH
     return torch.nn.functional.pad(matrix, (0, extra)) if extra else matrix.contiguous()
 

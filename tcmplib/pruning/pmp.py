@@ -80,8 +80,9 @@ def band_stop(w: Tensor, threshold: float, steepness: float, floor: float = 0.0)
 
     With ``a = 0`` (rate 0) nothing is removed: the mask is 1 everywhere. The floor keeps the
     masked weights ``w psi`` of the stop band out of float32's denormal range, where every
-    matmul that reads them, or writes products of them, slows down up to 90x on a CPU
-    (benchmarks/README.md); below 2^-24 a mask value is lost next to any kept weight anyway.
+    matmul that reads them, or writes products of them, ran 60-85x slower on this CPU
+    (benchmarks/bench_kernels.py); below 2^-24 a mask value is lost next to any kept weight
+    anyway.
     """
     if threshold <= 0.0:
         return torch.ones_like(w)
@@ -196,9 +197,9 @@ def magnitude_order(magnitudes: Tensor) -> Tensor:
     """Indices that sort non-negative float32 ``magnitudes`` ascending.
 
     For floats >= 0 the IEEE bit patterns, read as integers, are in the same order as the
-    values, and torch's stable sort of 32-bit integers ran 3-7x faster than its sort of the
-    floats on this CPU (2M weights; 25 ms on 2 threads), which PMP does at every step.
-    Equal values keep their index order.
+    values, and torch's stable sort of 32-bit integers ran 3-8x faster than its sort of the
+    floats on this CPU (2M weights, 23 ms on 2 threads; benchmarks/bench_kernels.py), which
+    PMP does at every step. Equal values keep their index order.
     """
     if magnitudes.dtype != torch.float32:
         return torch.sort(magnitudes).indices
