@@ -26,6 +26,7 @@ __all__ = [
     "plot_baseline_curves",
     "recipe_accuracies",
     "recipe_chapter_numbers",
+    "reporting_conventions",
 ]
 
 
@@ -63,6 +64,30 @@ def recipe_accuracies(folders: Mapping[str, str | os.PathLike[str]]) -> Any:
             "weights": records[0]["report"]["total_weights"],
             "training time (min)": float(np.mean([r["report"]["wall_time_s"] for r in records]))
             / 60,
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("recipe")
+
+
+def reporting_conventions(folders: Mapping[str, str | os.PathLike[str]], last: int = 10) -> Any:
+    """Test accuracy (%) of the dense baseline per recipe under three ways of reading a run:
+    the last epoch (this book's), the mean of the ``last`` evaluations, and the best
+    evaluation of the run (which picks an epoch by the test split); mean over seeds."""
+    import pandas as pd
+
+    rows = []
+    for label, folder in folders.items():
+        curves = [
+            [100 * row["test_class_avg_accuracy"] for row in record["history"]
+             if "test_class_avg_accuracy" in row]
+            for record in baseline_records(folder)
+        ]  # fmt: skip
+        rows.append({
+            "recipe": label,
+            "last epoch": float(np.mean([c[-1] for c in curves])),
+            f"mean of the last {last} evaluations": float(
+                np.mean([np.mean(c[-last:]) for c in curves])
+            ),
+            "best evaluation": float(np.mean([max(c) for c in curves])),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("recipe")
 
