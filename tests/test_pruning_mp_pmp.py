@@ -223,11 +223,12 @@ def test_magnitude_order_sorts_like_the_floats_ties_and_zeros_included() -> None
 
 
 def test_band_stop_floor_zeroes_only_values_below_it() -> None:
+    floor = METHODS["pmp"].options_class().mask_floor
     w = torch.tensor([0.0, 0.05, 0.099, 0.1, 0.2, -0.2])
-    soft = band_stop(w, threshold=0.1, steepness=20.0)
-    floored = band_stop(w, threshold=0.1, steepness=20.0, floor=2.0**-24)
-    assert soft[0] > 0.0 and floored[0] == 0.0  # deep in the stop band: ~4e-9 -> 0
-    kept = soft >= 2.0**-24
+    soft = band_stop(w, threshold=0.1, steepness=60.0)
+    floored = band_stop(w, threshold=0.1, steepness=60.0, floor=floor)
+    assert soft[0] > 0.0 and floored[0] == 0.0  # deep in the stop band: ~2e-26 -> 0
+    kept = soft >= floor
     assert torch.equal(floored[kept], soft[kept])
     with pytest.raises(ValueError, match="PMPOptions.mask_floor"):
         METHODS["pmp"].options_class(mask_floor=1.0)

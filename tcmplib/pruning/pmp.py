@@ -79,10 +79,13 @@ def band_stop(w: Tensor, threshold: float, steepness: float, floor: float = 0.0)
     and 0 where it is below ``floor``.
 
     With ``a = 0`` (rate 0) nothing is removed: the mask is 1 everywhere. The floor keeps the
-    masked weights ``w psi`` of the stop band out of float32's denormal range, where every
-    matmul that reads them, or writes products of them, ran 60-85x slower on this CPU
-    (benchmarks/bench_kernels.py); below 2^-24 a mask value is lost next to any kept weight
-    anyway.
+    masked weights ``w psi`` of the stop band, and their products with activations and
+    gradients, out of float32's denormal range, where a matmul that reads or writes them ran
+    60-85x slower on this CPU (benchmarks/bench_kernels.py). It must stay far below the
+    values that train: Adam normalizes a gradient by its own size, so a mask of 1e-8 still
+    moves its weight at full speed (a floor of 2^-24 cost PMP 13 points at 75% in a book
+    run). Below 1e-24 the gradient through the mask, squared in Adam's second moment,
+    underflows float32, and the weight does not move by it either way.
     """
     if threshold <= 0.0:
         return torch.ones_like(w)
@@ -159,7 +162,7 @@ class PMPOptions:
     alignment_weight: float = 1.0  # eta
     steepness_start: float = 4.0  # gamma = beta * a at the first epoch
     steepness_end: float = 200.0  # gamma at the last epoch
-    mask_floor: float = 2.0**-24  # mask values below it are 0 (0: none; see band_stop)
+    mask_floor: float = 1e-24  # mask values below it are 0 (0: none; see band_stop)
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
