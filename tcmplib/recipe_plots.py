@@ -206,9 +206,17 @@ def recipe_chapter_numbers(
         last_lr = [r["history"][-1]["lr"] for r in baseline_records(folder)]
         numbers[f"{key}_lr"] = float(np.median(last_lr))
         numbers[f"{key}_gap"] = paper - numbers[f"{key}_test"]
+        numbers[f"{key}_test_min"] = min(
+            100 * r["report"]["class_avg_accuracy"] for r in baseline_records(folder)
+        )
         numbers[f"{key}_train"] = float(
             np.mean([100 * r["history"][-1]["train_accuracy"] for r in baseline_records(folder)])
         )
+    readings = reporting_conventions(paper_scale)
+    for name in paper_scale:
+        key = name.replace(" ", "_")
+        numbers[f"{key}_best"] = float(readings.loc[name, "best evaluation"])
+        numbers[f"{key}_last_mean"] = float(readings.loc[name].iloc[1])
     from tcmplib.recipe import RECIPES
 
     first = cv_table(cv_dir, {"round 1": RECIPES["round-1"]}).iloc[0]
