@@ -58,7 +58,7 @@ def _grid(folder: Path, accuracy: dict[tuple[float, str], float], mp_99_hard: fl
 
 def test_experiments_numbers_compare_and_caveat(tmp_path: Path) -> None:
     accuracy = {(0.99, "tcmp"): 0.8, (0.99, "mp"): 0.3, (0.99, "greedy-tc"): 0.805,
-                (0.95, "tcmp"): 0.6, (0.5, "pmp"): 0.95}  # fmt: skip
+                (0.95, "tcmp"): 0.6, (0.5, "pmp"): 0.5, (0.75, "mp"): 0.95}  # fmt: skip
     _grid(tmp_path, accuracy, mp_99_hard=0.90)
     numbers = cn.experiments_numbers(tmp_path, dataset="synthetic", profile="book", seeds=1)
     assert numbers["data_label"] == "the synthetic hand actions"
@@ -69,7 +69,9 @@ def test_experiments_numbers_compare_and_caveat(tmp_path: Path) -> None:
     assert numbers["tcmp_vs_mp_99"] == "ahead of"
     assert numbers["tcmp_vs_greedy_99"] == "on par with"  # within one point
     assert numbers["tcmp_vs_mp_95"] == "behind"
+    # PMP (50% at rate 0.5) is quoted apart from the paper's three methods
     assert (numbers["low_min"], numbers["low_max"]) == pytest.approx((85.0, 95.0))
+    assert (numbers["pmp_50_acc"], numbers["pmp_75_acc"]) == pytest.approx((50.0, 85.0))
     assert numbers["mp_ac_99_words"] == "below 100%"
     assert numbers["paper_tcmp_99_acc"] == pytest.approx(82.95)  # the published table
     assert numbers["mp_99_caveat"].startswith("Its relaxed mask ended the run with only 90.00%")
@@ -345,3 +347,12 @@ def test_stage_numbers() -> None:
         "they run 2.00x to 2.00x as fast as the dense network"
     )
     assert set(cn.stage_numbers(stages.iloc[:0], networks, structures).values()) == {"—"}
+
+
+def test_low_rate_pmp_from_a_folder_or_nan_without_one(tmp_path: Path) -> None:
+    _grid(tmp_path / "r", {(0.5, "pmp"): 0.91, (0.75, "pmp"): 0.4}, mp_99_hard=0.99)
+    numbers = cn.low_rate_pmp(tmp_path / "r", prefix="x_")
+    assert numbers == pytest.approx({"x_pmp_50_acc": 91.0, "x_pmp_75_acc": 40.0})
+    missing = cn.low_rate_pmp(tmp_path / "absent")
+    assert list(missing) == ["pmp_50_acc", "pmp_75_acc"]
+    assert all(math.isnan(v) for v in missing.values())
