@@ -4,15 +4,14 @@ files convert with every number kept, and `tcmp run` computes one configuration.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from record_factory import make_record
+from script_module import load_script
 
 from tcmplib import cli
 from tcmplib.model import GCNConfig
@@ -215,12 +214,7 @@ def test_a_bad_record_is_one_line_naming_file_and_field(
 
 
 def _migrate_module() -> Any:
-    spec = importlib.util.spec_from_file_location("migrate", REPO / "scripts/migrate_results.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["migrate"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("migrate_results")
 
 
 def _format1(record: dict[str, Any], revision: int = 1) -> dict[str, Any]:

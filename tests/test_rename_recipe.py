@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from record_factory import make_record
+from script_module import load_script
+
 from tcmplib import recipe as recipe_module
 from tcmplib.records import read_folder
 
@@ -18,12 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _rename_module() -> Any:
-    spec = importlib.util.spec_from_file_location("rename", REPO / "scripts/rename_recipe.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rename"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("rename_recipe")
 
 
 def _folder(tmp_path: Path) -> Path:
