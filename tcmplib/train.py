@@ -211,6 +211,14 @@ class TrainHook(Protocol):
     def on_train_end(self, model: nn.Module) -> None:
         """Called once after the last epoch, before the final evaluation (e.g. crisp masks)."""
 
+    def decay_exempt(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters that Adam's L2 term (``TrainConfig.weight_decay``) must leave alone.
+
+        A method whose extra loss is itself a prior on some weights (PMP) exempts them, so
+        that two priors do not pull the same weights apart.
+        """
+        ...
+
 
 class NoOpHook:
     """A hook that changes nothing: plain training. Subclass it to override only what you need."""
@@ -227,6 +235,9 @@ class NoOpHook:
 
     def on_train_end(self, model: nn.Module) -> None:
         return None
+
+    def decay_exempt(self, model: nn.Module) -> list[nn.Parameter]:
+        return []
 
 
 class TrainData(Protocol):
@@ -245,6 +256,15 @@ class TrainData(Protocol):
 # -------------------------------------------------------------------------------------------
 # The pieces: learning-rate rule, metrics, checkpoints
 # -------------------------------------------------------------------------------------------
+
+
+def _parameter_groups(model: nn.Module, exempt: list[nn.Parameter]) -> list[dict[str, Any]]:
+    """Adam's parameter groups: one, or a second without weight decay for ``exempt``."""
+    exempt_ids = {id(p) for p in exempt}
+    decayed = [p for p in model.parameters() if id(p) not in exempt_ids]
+    if not exempt_ids:
+        return [{"params": decayed}]
+    return [{"params": decayed}, {"params": list(exempt), "weight_decay": 0.0}]
 
 
 def adapt_lr(
@@ -511,7 +531,10 @@ def train(
     draw_train = getattr(data, "draw_train", None)
 
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay
+        _parameter_groups(model, hook.decay_exempt(model)),
+        lr=config.lr,
+        betas=(0.9, 0.999),
+        weight_decay=config.weight_decay,
     )
     batch_rng = torch.Generator().manual_seed(config.seed)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []

@@ -232,3 +232,25 @@ def test_band_stop_floor_zeroes_only_values_below_it() -> None:
     assert torch.equal(floored[kept], soft[kept])
     with pytest.raises(ValueError, match="PMPOptions.mask_floor"):
         METHODS["pmp"].options_class(mask_floor=1.0)
+
+
+def test_pmp_latent_weights_are_exempt_from_weight_decay_unless_asked() -> None:
+    # Large steps and a decay that swamps the alignment: on the latent weights it shrinks
+    # them into the stop band, and the hard mask |w| >= a(r) removes far more than r.
+    def threshold_rate(latent_decay: bool) -> float:
+        result = prune(
+            "pmp",
+            build_model(TINY),
+            TINY_DATA,
+            0.5,
+            profile="smoke",
+            progress=False,
+            train_overrides={"weight_decay": 10.0, "lr": 0.05, "lr_max": 0.05},
+            latent_decay=latent_decay,
+        )
+        return float(result.report.details["threshold_rate"])
+
+    exempt, decayed = threshold_rate(False), threshold_rate(True)
+    assert decayed > 0.8 and exempt < 0.6
+    with pytest.raises(ValueError, match="PMPOptions.latent_decay"):
+        METHODS["pmp"].options_class(latent_decay=1)

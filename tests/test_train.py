@@ -350,3 +350,22 @@ def test_cli_train_smoke_writes_a_valid_json(
     assert record.provenance.torch and record.provenance.date
     assert not list(tmp_path.glob("*.tmp"))
     assert "wrote" in capsys.readouterr().out
+
+
+class ExemptAll(NoOpHook):
+    def decay_exempt(self, model: nn.Module) -> list[nn.Parameter]:
+        return list(model.parameters())
+
+
+def test_parameters_a_hook_exempts_ignore_weight_decay() -> None:
+    def run(hook: NoOpHook, weight_decay: float) -> dict[str, Tensor]:
+        model = build_model(TINY, seed=1)
+        cfg = TrainConfig(epochs=4, seed=0, weight_decay=weight_decay)
+        train(model, stand_in(), cfg, hook=hook, progress=False)
+        return params(model)
+
+    plain = run(NoOpHook(), 0.0)
+    exempt = run(ExemptAll(), 10.0)
+    decayed = run(NoOpHook(), 10.0)
+    assert all(torch.equal(plain[k], exempt[k]) for k in plain)
+    assert not torch.equal(plain["fc"], decayed["fc"])
