@@ -812,7 +812,7 @@ def discussion_numbers(
 
 
 _STAGE_KEYS: tuple[str, ...] = (
-    "stage_batch", "convolution_share", "attention_share", "gather_share", "dense_share",
+    "stage_batch", "convolution_share", "attention_share", "values_share", "dense_share",
     "full_grid_sentence",
 )  # fmt: skip
 
@@ -837,11 +837,11 @@ def stage_numbers(
     at = stages[stages["batch"] == batch]
     share = at[[f"{stage} ms" for stage in STAGES]].div(at["sum ms"], axis=0) * 100
     numbers: Numbers = {"stage_batch": f"{batch}"}
-    for stage in ("convolution", "attention", "gather", "dense"):
+    for stage in STAGES:
         column = share[f"{stage} ms"]
         numbers[f"{stage}_share"] = f"{column.min():.0f} to {column.max():.0f}%"
     # Compact networks that kept every head and every channel compute the dense network's
-    # whole convolution; only the gather and the dense layer differ.
+    # whole convolution; only the dense layer and the gather of its inputs differ.
     units = structures.set_index("network") if not structures.empty else structures
     compact = at[at["rate (%)"] > 0]["network"]  # pruned networks, not the dense ones
     whole = (gcn.heads, gcn.channels)

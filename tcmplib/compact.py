@@ -49,7 +49,7 @@ import torch
 from safetensors.torch import load_file, save, save_file
 from torch import Tensor, nn
 
-from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, masked_scores, neighbourhood_mask
+from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, neighbourhood_mask
 from tcmplib.topology import analyze
 
 __all__ = [
@@ -72,9 +72,11 @@ __all__ = [
     "LatencyStats",
     "measure_latency",
     "STAGES",
+    "multiply_adds",
     "measure_stages",
     "SCATTER_MIN_SHARE",
     "SCATTER_MIN_BATCH",
+    "CONVOLUTION_SLICE",
 ]
 
 FORMAT_NAME = "tcmplib-compact-gcn"
@@ -109,14 +111,20 @@ class KeptIndices:
         return max((len(columns) for columns in self.qk_columns), default=0)
 
 
-#: The dense layer gathers the convolution outputs it keeps, except in batches of at least
-#: ``SCATTER_MIN_BATCH`` sequences when it keeps at least ``SCATTER_MIN_SHARE`` of them: there,
-#: gathering scattered columns of the large activation costs more than multiplying every
-#: output by the layer's weights scattered into a zero-filled matrix. Both thresholds are read
-#: off ``benchmarks/bench_gather.py`` (the README quotes its table), with a margin: at batch 1
-#: the gather is always cheaper.
+#: The dense layer reads the convolution outputs it keeps, gathered, except in batches of at
+#: least ``SCATTER_MIN_BATCH`` sequences when it keeps at least ``SCATTER_MIN_SHARE`` of them:
+#: there, gathering scattered columns of the large activation costs more than multiplying
+#: every output by the layer's weights scattered into a zero-filled matrix. Both thresholds
+#: are read off ``benchmarks/bench_gather.py`` (the README quotes its table), with a margin:
+#: at batch 1 the gather is always cheaper.
 SCATTER_MIN_SHARE = 0.5
 SCATTER_MIN_BATCH = 256
+
+#: Sequences per slice of the convolution on CPU: the (rows x channels) outputs of 32
+#: sequences (at most 5.5 MB) stay in cache from the product to the gather, where the whole
+#: batch's would travel to memory and back (at batch 575, 3x faster on this CPU;
+#: ``benchmarks/bench_inference.py --stages``).
+CONVOLUTION_SLICE = 32
 
 
 def _config_json(config: GCNConfig) -> dict[str, object]:
@@ -138,6 +146,8 @@ class CompactGCN(nn.Module):
 
     value_inputs: Tensor
     fc_rows: Tensor
+    conv_rows: Tensor
+    additive_mask: Tensor | None
 
     def __init__(
         self,
@@ -155,29 +165,50 @@ class CompactGCN(nn.Module):
         self.register_buffer(
             "value_inputs", torch.tensor(kept.value_inputs, dtype=torch.int64), persistent=False
         )
-        self.register_buffer("fc_rows", self._fc_rows(config, kept), persistent=False)
+        conv_rows, fc_rows = self._feature_indices(config, kept)
+        self.register_buffer("conv_rows", conv_rows, persistent=False)
+        self.register_buffer("fc_rows", fc_rows, persistent=False)
         hops = config.neighbourhood
+        # Added to the scores (0 inside the neighbourhood, -inf outside): one in-place add
+        # instead of a masked copy of every score tensor.
         self.register_buffer(
-            "attention_mask", None if hops is None else neighbourhood_mask(hops), persistent=False
+            "additive_mask",
+            None
+            if hops is None
+            else torch.zeros(config.nodes, config.nodes).masked_fill(
+                ~neighbourhood_mask(hops), float("-inf")
+            ),
+            persistent=False,
         )
-        grid = config.nodes * len(kept.heads) * len(kept.channels)
+        grid = len(conv_rows) * len(kept.channels)
         self._all_inputs = kept.value_inputs == tuple(range(config.d_in))
+        self._all_conv_rows = len(conv_rows) == config.nodes * len(kept.heads)
         self._all_fc_rows = bool(torch.equal(self.fc_rows, torch.arange(grid)))
         self._grid = grid
         self._kept_share = len(kept.fc_inputs) / grid if grid else 0.0
 
     @staticmethod
-    def _fc_rows(config: GCNConfig, kept: KeptIndices) -> Tensor:
-        """Positions of the kept dense-layer inputs in the compact (node, head, channel) grid."""
+    def _feature_indices(config: GCNConfig, kept: KeptIndices) -> tuple[Tensor, Tensor]:
+        """The attention rows the dense layer needs, and where its inputs lie among them.
+
+        A dense-layer input ``(n, h, c)`` is ``ReLU(A_h[n] . V[:, c])``: it needs row ``n`` of
+        head ``h``'s attention only. ``conv_rows`` lists the rows (as ``h * nodes + n`` in the
+        compact heads, in (node, head) order) that some kept input reads; ``fc_rows`` the
+        position of each kept input in the (row, channel) grid of those rows' outputs.
+        """
         head_position = {head: i for i, head in enumerate(kept.heads)}
         channel_position = {channel: i for i, channel in enumerate(kept.channels)}
-        heads, channels = len(kept.heads), len(kept.channels)
-        rows = []
+        inputs = []
         for flat in kept.fc_inputs:
             node, rest = divmod(flat, config.heads * config.channels)
             head, channel = divmod(rest, config.channels)
-            rows.append((node * heads + head_position[head]) * channels + channel_position[channel])
-        return torch.tensor(rows, dtype=torch.int64)
+            inputs.append((node, head_position[head], channel_position[channel]))
+        rows = sorted({(node, head) for node, head, _ in inputs})
+        row_position = {row: i for i, row in enumerate(rows)}
+        channels = len(kept.channels)
+        conv_rows = [head * config.nodes + node for node, head in rows]
+        fc_rows = [row_position[(n, h)] * channels + c for n, h, c in inputs]
+        return torch.tensor(conv_rows, dtype=torch.int64), torch.tensor(fc_rows, dtype=torch.int64)
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         return _expected_shapes(self.config, self.kept)
@@ -193,37 +224,54 @@ class CompactGCN(nn.Module):
 
     def attention(self, x: Tensor) -> Tensor:
         """Row-stochastic attention of every kept head: (batch, heads, nodes, nodes)."""
-        q = torch.einsum("bnd,hde->bhne", x, self.wq)
-        k = torch.einsum("bnd,hde->bhne", x, self.wk)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
-        return torch.softmax(masked_scores(scores, self.attention_mask), dim=-1)
+        batch, nodes, d_in = x.shape
+        heads, width = self.wq.shape[0], self.wq.shape[2]
+        # Queries and keys of all heads from one product; each head's (nodes, width) blocks
+        # are then made contiguous, on which the batched product runs 2.7x faster.
+        weights = torch.cat([self.wq, self.wk], dim=0).transpose(0, 1).reshape(d_in, -1)
+        qk = (x.reshape(batch * nodes, d_in) @ weights).view(batch, nodes, 2, heads, width)
+        q = qk[:, :, 0].transpose(1, 2).contiguous()
+        k = qk[:, :, 1].permute(0, 2, 3, 1).contiguous()
+        scores = torch.matmul(q, k).mul_(1.0 / math.sqrt(self.config.qk_dim))
+        if self.additive_mask is not None:
+            scores.add_(self.additive_mask)
+        return torch.softmax(scores, dim=-1)
 
     def values(self, x: Tensor) -> Tensor:
         """The kept convolution channels of every node: (batch, nodes, channels)."""
-        # Gathers copy activations (at batch 575 the dense-layer input is ~100 MB); skip them
-        # when nothing is dropped, as at low rates where every unit is still live.
+        # Gathers copy activations; skip them when nothing is dropped, as at low rates where
+        # every unit is still live.
         inputs = x if self._all_inputs else x[..., self.value_inputs]
         return inputs @ self.wv
 
-    def convolution(self, attention: Tensor, values: Tensor) -> Tensor:
-        """Every (node, head, channel) output of the graph convolution, flattened in that order."""
-        hidden = torch.relu(torch.einsum("bhnm,bmc->bnhc", attention, values))
-        return hidden.reshape(values.shape[0], -1)
-
     def scatters(self, batch: int) -> bool:
-        """Whether the dense layer takes every convolution output at this batch size, its
-        weights scattered into a zero-filled matrix, instead of gathering the kept ones."""
+        """Whether the dense layer takes every computed convolution output at this batch size,
+        its weights scattered into a zero-filled matrix, instead of gathering the kept ones."""
         return (
             not self._all_fc_rows
             and batch >= SCATTER_MIN_BATCH
             and self._kept_share >= SCATTER_MIN_SHARE
         )
 
-    def gather(self, features: Tensor) -> Tensor:
-        """The convolution outputs that the dense layer keeps (all, where it scatters)."""
-        if self._all_fc_rows or self.scatters(features.shape[0]):
-            return features
-        return features[:, self.fc_rows]
+    def convolution(self, attention: Tensor, values: Tensor) -> Tensor:
+        """The dense layer's inputs: ``ReLU(A_h[n] . V[:, c])`` for the kept ``(n, h, c)``,
+        computed for the attention rows that some kept input reads (all where it scatters).
+
+        The product runs slice by slice on CPU (:data:`CONVOLUTION_SLICE`), each slice's
+        outputs gathered while they are in cache.
+        """
+        batch, heads, nodes, _ = attention.shape
+        rows = attention.reshape(batch, heads * nodes, nodes)
+        # (node, head) order: the dense layer's order of inputs, whichever rows are read.
+        rows = rows.index_select(1, self.conv_rows)
+        gathered = not (self._all_fc_rows or self.scatters(batch))
+        width = len(self.fc_rows) if gathered else self._grid
+        out = attention.new_empty(batch, width)
+        size = CONVOLUTION_SLICE if attention.device.type == "cpu" else max(batch, 1)
+        for s in range(0, batch, size):
+            block = torch.bmm(rows[s : s + size], values[s : s + size]).flatten(1)
+            out[s : s + size] = block.index_select(1, self.fc_rows) if gathered else block
+        return out.relu_()
 
     def dense(self, features: Tensor) -> Tensor:
         if self.scatters(features.shape[0]):
@@ -240,7 +288,7 @@ class CompactGCN(nn.Module):
                 f"CompactGCN input: expected (batch, {config.nodes}, {config.d_in}), "
                 f"got {tuple(x.shape)}"
             )
-        return self.dense(self.gather(self.convolution(self.attention(x), self.values(x))))
+        return self.dense(self.convolution(self.attention(x), self.values(x)))
 
 
 def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[int, ...]]:
@@ -250,6 +298,34 @@ def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[in
         "wk": (heads, config.d_in, width),
         "wv": (len(kept.value_inputs), len(kept.channels)),
         "fc": (len(kept.fc_inputs), config.classes),
+    }
+
+
+def multiply_adds(config: GCNConfig, kept: KeptIndices | None = None) -> dict[str, int]:
+    """Multiply-adds per sequence of each of the :data:`STAGES`, as the forward pass runs them.
+
+    Without ``kept``, the dense network's (:class:`~tcmplib.model.AttentionGCN`): at the
+    paper's sizes 0.45 M for the queries and keys, 0.06 M for the scores, 0.23 M for the
+    values, 0.90 M for the convolution and 1.94 M for the dense layer, 3.57 M in all. With
+    ``kept``, a :class:`CompactGCN`'s: the kept heads' query/key columns (padded to the
+    widest head, as stored), the kept value inputs and channels, the attention rows that
+    some kept dense-layer input reads times the kept channels, and the kept dense-layer
+    inputs. Softmax and ReLU are not multiply-adds and are not counted.
+    """
+    nodes, classes = config.nodes, config.classes
+    if kept is None:
+        heads, width, channels = config.heads, config.qk_dim, config.channels
+        inputs, rows, dense_inputs = config.d_in, config.heads * nodes, config.fc_in
+    else:
+        heads, width, channels = len(kept.heads), kept.qk_width, len(kept.channels)
+        inputs = len(kept.value_inputs)
+        rows = len(CompactGCN._feature_indices(config, kept)[0])
+        dense_inputs = len(kept.fc_inputs)
+    return {
+        "attention": nodes * config.d_in * 2 * heads * width + heads * nodes * nodes * width,
+        "values": nodes * inputs * channels,
+        "convolution": rows * nodes * channels,
+        "dense": dense_inputs * classes,
     }
 
 
@@ -815,9 +891,9 @@ def measure_latency(
 
 
 #: The stages of :class:`CompactGCN`'s forward pass, in order: the attention of every head,
-#: the value projection (the convolution's weights), the graph convolution with its ReLU,
+#: the value projection (the convolution's weights), the graph convolution with its ReLU and
 #: the gather of the outputs the dense layer keeps, and the dense layer.
-STAGES: tuple[str, ...] = ("attention", "values", "convolution", "gather", "dense")
+STAGES: tuple[str, ...] = ("attention", "values", "convolution", "dense")
 
 
 def measure_stages(
@@ -851,8 +927,7 @@ def measure_stages(
             attention = clocked("attention", model.attention, inputs)
             values = clocked("values", model.values, inputs)
             features = clocked("convolution", model.convolution, attention, values)
-            kept = clocked("gather", model.gather, features)
-            clocked("dense", model.dense, kept)
+            clocked("dense", model.dense, features)
     batch = int(inputs.shape[0])
     return {
         stage: _stats(times[warmup:], batch, used_threads) for stage, times in durations.items()

@@ -59,10 +59,14 @@ class GCNConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GCNConfig.{name}: expected a positive integer, got {value!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"GCNConfig.dropout: expected a number in [0, 1), got {self.dropout!r}")
+            raise ValueError(
+                f"GCNConfig.dropout: expected a number in [0, 1), got {self.dropout!r}"
+            )
         if self.neighbourhood is not None:
-            if not isinstance(self.neighbourhood, int) or isinstance(self.neighbourhood, bool) or (
-                self.neighbourhood < 1
+            if (
+                not isinstance(self.neighbourhood, int)
+                or isinstance(self.neighbourhood, bool)
+                or (self.neighbourhood < 1)
             ):
                 raise ValueError(
                     "GCNConfig.neighbourhood: expected None or a positive number of bones, "
@@ -170,7 +174,11 @@ class AttentionGCN(nn.Module):
                 f"AttentionGCN input: expected (batch, {self.config.nodes}, {self.config.d_in}), "
                 f"got {tuple(x.shape)}"
             )
-        if self.config.dropout and self.training:
+        size = slice_size(x.device)
+        # A batch of one slice or less gains nothing from slicing, and the sliced kernel's
+        # padded copy of the dense weights would cost more than the rest: at batch 1, 1.08 ms
+        # sliced against 0.49 ms (2 threads, benchmarks/bench_inference.py).
+        if (self.config.dropout and self.training) or (size is not None and len(x) <= size):
             return self.features(x) @ self.fc
         # The same function as features(x) @ fc, computed slice by slice (tcmplib.fused).
-        return convolve_dense(self.attention(x), x @ self.wv, self.fc, slice_size(x.device))
+        return convolve_dense(self.attention(x), x @ self.wv, self.fc, size)

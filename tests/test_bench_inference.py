@@ -80,35 +80,34 @@ def test_measure_latency_rejects_inputs_without_batch_axis() -> None:
 def test_stages_compose_the_forward_pass() -> None:
     model = AttentionGCN(TOY)
     compact = compact_model(model, magnitude_masks(model, 0.5))
-    assert not compact._all_fc_rows, "the gather stage must have something to drop"
+    assert not compact._all_fc_rows, "the convolution must have something to drop"
     x = toy_inputs(3)
     with torch.no_grad():
-        staged = compact.dense(
-            compact.gather(compact.convolution(compact.attention(x), compact.values(x)))
-        )
+        staged = compact.dense(compact.convolution(compact.attention(x), compact.values(x)))
         assert torch.equal(staged, compact(x))
 
 
-class SlowGather(CompactGCN):
-    """A compact network whose gather takes 30 ms more: the profile must charge it there."""
+class SlowValues(CompactGCN):
+    """A compact network whose value projection takes 30 ms more: the profile must charge
+    it there."""
 
-    def gather(self, features: torch.Tensor) -> torch.Tensor:
+    def values(self, x: torch.Tensor) -> torch.Tensor:
         import time
 
         time.sleep(0.03)
-        return super().gather(features)
+        return super().values(x)
 
 
 def test_measure_stages_charges_each_stage_its_own_time() -> None:
     compact = compact_model(AttentionGCN(TOY))
-    slow = SlowGather(compact.config, compact.kept, dict(compact.named_parameters()))
+    slow = SlowValues(compact.config, compact.kept, dict(compact.named_parameters()))
     slow.train()
     before = torch.get_num_threads()
     stages = measure_stages(slow, toy_inputs(4), repeats=3, warmup=1, threads=1)
     assert list(stages) == list(STAGES)
     assert all((s.batch, s.repeats, s.threads) == (4, 3, 1) for s in stages.values())
-    assert stages["gather"].p25_ms >= 30.0
-    assert all(stages[name].median_ms < 30.0 for name in STAGES if name != "gather")
+    assert stages["values"].p25_ms >= 30.0
+    assert all(stages[name].median_ms < 30.0 for name in STAGES if name != "values")
     assert torch.get_num_threads() == before and slow.training
 
 

@@ -335,13 +335,13 @@ def test_network_numbers() -> None:
 def test_stage_numbers() -> None:
     networks = _networks()
     stages = networks[["network", "rate (%)"]].assign(batch=575)
-    for stage, ms in zip(STAGES, (1.0, 1.0, 6.0, 0.5, 1.5), strict=True):
+    for stage, ms in zip(STAGES, (1.0, 1.0, 6.5, 1.5), strict=True):
         stages[f"{stage} ms"] = ms
     stages["sum ms"] = 10.0
     structures = pd.DataFrame({"network": ["a", "b"], "heads": [16, 2], "channels": [128, 128]})
     numbers = cn.stage_numbers(stages, networks, structures)
     assert numbers["stage_batch"] == "575"
-    assert (numbers["convolution_share"], numbers["dense_share"]) == ("60 to 60%", "15 to 15%")
+    assert (numbers["convolution_share"], numbers["dense_share"]) == ("65 to 65%", "15 to 15%")
     assert numbers["full_grid_sentence"] == (
         "1 of the 2 compact networks timed keep all 16 heads and all 128 channels; at batch 575 "
         "they run 2.00x to 2.00x as fast as the dense network"

@@ -13,6 +13,8 @@ from torch.nn.utils import parametrize
 
 from tcmplib.compact import (
     CompactFormatError,
+    CompactGCN,
+    KeptIndices,
     compact_model,
     load_compact,
     load_structure,
@@ -296,7 +298,10 @@ def test_large_batches_scatter_the_dense_layer_and_agree() -> None:
         scattered = compact(x)  # every output times the zero-filled weights
         gathered = torch.cat([compact(x[i : i + 1]) for i in range(len(x))])
         features = compact.convolution(compact.attention(x), compact.values(x))
-        assert compact.gather(features).shape[1] == compact._grid, "nothing gathered"
+        assert features.shape[1] == compact._grid, "nothing gathered"
+        assert compact.convolution(compact.attention(x[:1]), compact.values(x[:1])).shape[1] == len(
+            compact.kept.fc_inputs
+        ), "gathered at batch 1"
         assert torch.allclose(scattered, gathered, atol=1e-5)
         assert torch.allclose(
             scattered, masked_copy(model, magnitude_masks(model, 0.5))(x), atol=1e-5
@@ -304,6 +309,29 @@ def test_large_batches_scatter_the_dense_layer_and_agree() -> None:
     sparse = compact_model(model, magnitude_masks(model_with_seed(MID, 3, unit_scale=True), 0.99))
     assert len(sparse.kept.fc_inputs) / sparse._grid < SCATTER_MIN_SHARE
     assert not sparse.scatters(10_000), "few kept outputs: always gathered"
+
+
+def test_the_convolution_reads_only_the_attention_rows_it_needs() -> None:
+    # Hand-made: 2 heads, 3 nodes; kept inputs (node 0, head 1, c0) and (node 2, head 1, c1)
+    # need rows 0 and 2 of head 1 only, stored in (node, head) order.
+    config = GCNConfig(nodes=3, d_in=2, heads=2, qk_dim=1, channels=2, classes=1)
+    kept = KeptIndices(
+        value_inputs=(0, 1), channels=(0, 1), heads=(0, 1), qk_columns=((0,), (0,)),
+        fc_inputs=(0 * 4 + 1 * 2 + 0, 2 * 4 + 1 * 2 + 1),
+    )  # fmt: skip
+    conv_rows, fc_rows = CompactGCN._feature_indices(config, kept)
+    assert conv_rows.tolist() == [1 * 3 + 0, 1 * 3 + 2]
+    assert fc_rows.tolist() == [0 * 2 + 0, 1 * 2 + 1]
+
+
+@pytest.mark.parametrize("batch", [1, 31, 32, 33, 70])
+def test_sliced_convolution_agrees_with_the_masked_network_at_every_batch(batch: int) -> None:
+    model = model_with_seed(MID, 5)
+    masks = magnitude_masks(model_with_seed(MID, 5, unit_scale=True), 0.95)
+    compact = compact_model(model, masks)
+    x = inputs(MID, batch=batch)
+    with torch.no_grad():
+        assert torch.allclose(compact(x), masked_copy(model, masks)(x), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- structures
@@ -377,3 +405,28 @@ def test_bad_structure_gives_one_clear_line(
     with pytest.raises(CompactFormatError, match=message) as error:
         load_structure(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_multiply_adds_of_the_papers_network_and_of_a_hand_made_compact_one() -> None:
+    from tcmplib.compact import multiply_adds
+
+    dense = multiply_adds(GCNConfig())
+    assert dense == {
+        "attention": 21 * 84 * 2 * 16 * 8 + 16 * 21 * 21 * 8,
+        "values": 21 * 84 * 128,
+        "convolution": 16 * 21 * 21 * 128,
+        "dense": 21 * 16 * 128 * 45,
+    }
+    assert sum(dense.values()) == 3_572_352  # the 3.57 M of the dense forward pass
+    # 2 heads of 3 nodes, one Q/K column each; inputs (0, h1, c0) and (2, h1, c1) read 2 rows.
+    config = GCNConfig(nodes=3, d_in=2, heads=2, qk_dim=1, channels=2, classes=1)
+    kept = KeptIndices(
+        value_inputs=(1,), channels=(0, 1), heads=(0, 1), qk_columns=((0,), (0,)),
+        fc_inputs=(0 * 4 + 1 * 2 + 0, 2 * 4 + 1 * 2 + 1),
+    )  # fmt: skip
+    assert multiply_adds(config, kept) == {
+        "attention": 3 * 2 * 2 * 2 * 1 + 2 * 3 * 3 * 1,
+        "values": 3 * 1 * 2,
+        "convolution": 2 * 3 * 2,
+        "dense": 2 * 1,
+    }

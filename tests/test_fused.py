@@ -35,7 +35,9 @@ def test_values_and_gradients_equal_the_definition(size: int | None, classes: in
 
 def test_the_model_uses_the_kernel_and_equals_its_features_times_fc() -> None:
     torch.manual_seed(0)
-    model = AttentionGCN(GCNConfig(nodes=21, d_in=12, heads=2, qk_dim=3, channels=4, neighbourhood=2))
+    model = AttentionGCN(
+        GCNConfig(nodes=21, d_in=12, heads=2, qk_dim=3, channels=4, neighbourhood=2)
+    )
     x = torch.randn(70, 21, 12)  # 70: three slices of 32, the last one short
     logits = model(x)
     assert type(logits.grad_fn).__name__ == "_ConvolveDenseBackward"
@@ -44,9 +46,15 @@ def test_the_model_uses_the_kernel_and_equals_its_features_times_fc() -> None:
 
 def test_dropout_while_training_takes_the_definition() -> None:
     model = AttentionGCN(GCNConfig(nodes=21, d_in=6, heads=2, qk_dim=2, channels=3, dropout=0.5))
-    x = torch.randn(4, 21, 6)
+    x = torch.randn(40, 21, 6)
     assert type(model.train()(x).grad_fn).__name__ == "MmBackward0"
     assert type(model.eval()(x).grad_fn).__name__ == "_ConvolveDenseBackward"
+
+
+def test_one_slice_or_less_takes_the_definition() -> None:
+    model = AttentionGCN(GCNConfig(nodes=21, d_in=6, heads=2, qk_dim=2, channels=3)).eval()
+    assert type(model(torch.randn(32, 21, 6)).grad_fn).__name__ == "MmBackward0"
+    assert type(model(torch.randn(33, 21, 6)).grad_fn).__name__ == "_ConvolveDenseBackward"
 
 
 def test_slices_on_cpu_whole_batch_elsewhere() -> None:

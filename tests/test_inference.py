@@ -212,18 +212,18 @@ def test_stages_per_network_and_batch_with_their_sum(bench: tuple[Path, Path]) -
     path, results = bench
     assert load_stages(path, results).empty, "a benchmark without --stages has none"
     document = json.loads(path.read_text(encoding="utf-8"))
-    times = {"attention": 1.0, "values": 0.5, "convolution": 6.0, "gather": 2.0, "dense": 0.25}
+    times = {"attention": 1.0, "values": 0.5, "convolution": 8.0, "dense": 0.25}
     for row in document["rows"]:
         row["stages"] = [{"batch": 575, **times}, {"batch": 1, **times}]
     path.write_text(json.dumps(document), encoding="utf-8")
     frame = load_stages(path, results)
     assert list(frame["batch"]) == [1] * 4 + [575] * 4, "batch 1 first"
     first = frame[frame["batch"] == 575].iloc[0]
-    assert first["network"] == "baseline_s0" and first["convolution ms"] == 6.0
+    assert first["network"] == "baseline_s0" and first["convolution ms"] == 8.0
     assert first["sum ms"] == 9.75 and first["forward ms"] == 40.0
     tcmp = frame[(frame["batch"] == 1) & (frame["network"] == "tcmp_s0")].iloc[0]
     assert (tcmp["method"], tcmp["forward ms"]) == ("TCMP (our)", 0.5)
-    del document["rows"][1]["stages"][0]["gather"]
+    del document["rows"][1]["stages"][0]["values"]
     path.write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(ValueError, match=r"inference.json: rows\[1\].stages"):
         load_stages(path)
