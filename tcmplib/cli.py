@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "Table 1-right from a results folder, optionally next to the paper's numbers"
     )
     _add_cv(commands, "cross-validate training recipes on the training split")
+    _add_export(commands, "write a saved compact network as a sparse file and/or ONNX")
     return parser
 
 
@@ -437,6 +438,84 @@ def _run_cv(args: argparse.Namespace) -> int:
     if not summary["failed"]:
         print(tables.to_markdown(cv_table(results, candidates).round(2)))
     return 1 if summary["failed"] else 0
+
+
+# -------------------------------------------------------------------------------------------
+# tcmp export
+# -------------------------------------------------------------------------------------------
+
+
+def _add_export(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str
+) -> None:
+    export = _add_command(commands, "export", _run_export, summary)
+    export.add_argument(
+        "model_dir",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="compact network folder (compact.json + compact.safetensors), e.g. "
+        "runs/models/RESULTS/RUN",
+    )
+    export.add_argument(
+        "--sparse", type=Path, default=None, metavar="OUT.tcmps", help="write the sparse file"
+    )
+    export.add_argument(
+        "--onnx", type=Path, default=None, metavar="OUT.onnx", help="write the ONNX model"
+    )
+
+
+#: Random inputs on which the ONNX model's logits are compared with torch's.
+EXPORT_CHECK_BATCH = 16
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    """Read a compact network saved by tcmplib.compact.save_compact and write it as a sparse
+    file (--sparse: nonzero weights and their bitmaps, tcmplib.sparse_file) and/or an ONNX
+    model (--onnx, run with onnxruntime). Prints each file's size and bytes per nonzero
+    weight; for ONNX also the largest |difference| between onnxruntime's and torch's logits
+    on 16 random inputs."""
+    import torch
+
+    from tcmplib.compact import load_compact
+
+    if args.sparse is None and args.onnx is None:
+        raise ValueError("expected --sparse OUT.tcmps and/or --onnx OUT.onnx")
+    if args.onnx is not None:  # before anything is written
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ModuleNotFoundError as error:
+            raise ValueError(
+                f"--onnx: needs {error.name}, not installed here; pip install -e '.[export]'"
+            ) from None
+    compact = load_compact(args.model_dir)
+    nonzero = compact.num_nonzero()
+
+    def sizes(path: Path) -> str:
+        size = path.stat().st_size
+        per_weight = f"{size / nonzero:.2f} bytes" if nonzero else "n/a (no nonzero weight)"
+        return f"{size:,} bytes, {per_weight} per nonzero weight ({nonzero:,})"
+
+    if args.sparse is not None:
+        from tcmplib.sparse_file import save_sparse
+
+        path = save_sparse(compact, args.sparse)
+        print(f"wrote {path}: {sizes(path)}")
+    if args.onnx is not None:
+        from tcmplib.export import export_onnx, run_onnx
+
+        path = export_onnx(compact, args.onnx)
+        config = compact.config
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(EXPORT_CHECK_BATCH, config.nodes, config.d_in, generator=generator)
+        with torch.no_grad():
+            expected = compact(x).numpy()
+        difference = float(abs(run_onnx(path, x) - expected).max()) if expected.size else 0.0
+        print(
+            f"wrote {path}: {sizes(path)}; onnxruntime vs torch logits on "
+            f"{EXPORT_CHECK_BATCH} random inputs: max |difference| {difference:.3g}"
+        )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
