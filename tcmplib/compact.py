@@ -180,6 +180,9 @@ class CompactGCN(nn.Module):
             ),
             persistent=False,
         )
+        #: Sequences per slice of the convolution on CPU (None: the whole batch at once, as
+        #: an exported graph, which must not depend on the batch size, computes it).
+        self.convolution_slice: int | None = CONVOLUTION_SLICE
         grid = len(conv_rows) * len(kept.channels)
         self._all_inputs = kept.value_inputs == tuple(range(config.d_in))
         self._all_conv_rows = len(conv_rows) == config.nodes * len(kept.heads)
@@ -265,9 +268,11 @@ class CompactGCN(nn.Module):
         # (node, head) order: the dense layer's order of inputs, whichever rows are read.
         rows = rows.index_select(1, self.conv_rows)
         gathered = not (self._all_fc_rows or self.scatters(batch))
-        width = len(self.fc_rows) if gathered else self._grid
-        out = attention.new_empty(batch, width)
-        size = CONVOLUTION_SLICE if attention.device.type == "cpu" else max(batch, 1)
+        size = self.convolution_slice if attention.device.type == "cpu" else None
+        if size is None or batch <= size:
+            block = torch.bmm(rows, values).flatten(1)
+            return (block.index_select(1, self.fc_rows) if gathered else block).relu_()
+        out = attention.new_empty(batch, len(self.fc_rows) if gathered else self._grid)
         for s in range(0, batch, size):
             block = torch.bmm(rows[s : s + size], values[s : s + size]).flatten(1)
             out[s : s + size] = block.index_select(1, self.fc_rows) if gathered else block
@@ -288,7 +293,19 @@ class CompactGCN(nn.Module):
                 f"CompactGCN input: expected (batch, {config.nodes}, {config.d_in}), "
                 f"got {tuple(x.shape)}"
             )
-        return self.dense(self.convolution(self.attention(x), self.values(x)))
+        attention, values = self.attention(x), self.values(x)
+        size = self.convolution_slice if x.device.type == "cpu" else None
+        if size is None or len(x) <= size:
+            return self.dense(self.convolution(attention, values))
+        # Large batches: the convolution and the dense layer slice by slice, as the dense
+        # network's tcmplib.fused does, so a slice's outputs go from the product to the
+        # dense layer in cache instead of through a (batch, inputs) activation in memory.
+        logits = x.new_empty(len(x), self.fc.shape[1])
+        for s in range(0, len(x), size):
+            logits[s : s + size] = self.dense(
+                self.convolution(attention[s : s + size], values[s : s + size])
+            )
+        return logits
 
 
 def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[int, ...]]:
@@ -606,8 +623,8 @@ class CompactStructure:
     weight, only unit indices and counts, so it can be committed where the weights may not
     (networks trained on FPHA), and it outlives the saved networks: the inference benchmark
     times a :meth:`twin` built from it, a network with the same tensors and gathers filled
-    with random values, which costs the same to run, since CPU time does not depend on the
-    values.
+    with random values at the dense network's initial scale, which costs the same to run:
+    CPU time does not depend on the values as long as they stay out of the denormal range.
     """
 
     config: GCNConfig
@@ -616,6 +633,9 @@ class CompactStructure:
     nonzero_weights: int
     #: Bytes of the network's ``compact.safetensors``.
     file_bytes: int
+    #: Bytes of its sparse file (:mod:`tcmplib.sparse_file`); None in structures recorded
+    #: before that format existed.
+    sparse_bytes: int | None = None
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -627,21 +647,33 @@ class CompactStructure:
         return sum(math.prod(shape) for shape in self.shapes.values())
 
     def twin(self, seed: int = 0) -> CompactGCN:
-        """A :class:`CompactGCN` of this structure with N(0, 1) weights drawn from ``seed``."""
+        """A :class:`CompactGCN` of this structure with weights drawn from ``seed`` at the
+        dense network's initial scale (Glorot-uniform bounds of each original tensor).
+
+        The scale matters, the values do not: with N(0, 1) weights the attention scores
+        reach the hundreds, softmax underflows into denormal floats, and every product that
+        reads them ran 5-10x slower on this CPU than the same network at a trained scale.
+        """
         generator = torch.Generator().manual_seed(seed)
-        tensors = {
-            name: torch.randn(shape, generator=generator) for name, shape in self.shapes.items()
-        }
+        original = self.config.weight_shapes()
+        tensors = {}
+        for name, shape in self.shapes.items():
+            fan_in, fan_out = original[name][-2], original[name][-1]
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            tensors[name] = (torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound
         return CompactGCN(self.config, self.kept, tensors)
 
 
 def structure_of(compact: CompactGCN) -> CompactStructure:
     """The structure of a compact network; ``file_bytes`` is what :func:`save_compact` writes."""
+    from tcmplib.sparse_file import sparse_bytes  # it builds on this module
+
     return CompactStructure(
         config=compact.config,
         kept=compact.kept,
         nonzero_weights=compact.num_nonzero(),
         file_bytes=len(save(_tensors(compact))),
+        sparse_bytes=sparse_bytes(compact),
     )
 
 
@@ -666,6 +698,8 @@ def save_structure(structure: CompactStructure, path: str | Path) -> Path:
         "stored_values": structure.stored_values,
         "file_bytes": structure.file_bytes,
     }
+    if structure.sparse_bytes is not None:
+        document["sparse_bytes"] = structure.sparse_bytes
     text = json.dumps(document, separators=(",", ":")) + "\n"
     return atomic_write(path, lambda handle: handle.write(text.encode()))
 
@@ -698,7 +732,16 @@ def load_structure(path: str | Path) -> CompactStructure:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CompactFormatError(f"{path}: {key}: expected an integer >= 0, got {value!r}")
         counts[key] = value
-    structure = CompactStructure(config, indices, counts["nonzero_weights"], counts["file_bytes"])
+    sparse = document.get("sparse_bytes")
+    if sparse is not None and (
+        not isinstance(sparse, int) or isinstance(sparse, bool) or sparse < 0
+    ):
+        raise CompactFormatError(
+            f"{path}: sparse_bytes: expected an integer >= 0 (or no such key), got {sparse!r}"
+        )
+    structure = CompactStructure(
+        config, indices, counts["nonzero_weights"], counts["file_bytes"], sparse
+    )
     if counts["stored_values"] != structure.stored_values:
         raise CompactFormatError(
             f"{path}: stored_values: expected {structure.stored_values} from the tensor shapes, "

@@ -430,3 +430,22 @@ def test_multiply_adds_of_the_papers_network_and_of_a_hand_made_compact_one() ->
         "convolution": 2 * 3 * 2,
         "dense": 2 * 1,
     }
+
+
+def test_structure_records_the_sparse_file_size(tmp_path: Path) -> None:
+    from tcmplib.sparse_file import save_sparse
+
+    model = model_with_seed(MID, 9)
+    compact = compact_model(model, magnitude_masks(model_with_seed(MID, 9, unit_scale=True), 0.9))
+    structure = structure_of(compact)
+    assert structure.sparse_bytes == save_sparse(compact, tmp_path / "n.tcmps").stat().st_size
+    path = save_structure(structure, tmp_path / "s.json")
+    assert load_structure(path).sparse_bytes == structure.sparse_bytes
+    document = json.loads(path.read_text())
+    del document["sparse_bytes"]  # as recorded before the sparse format existed
+    path.write_text(json.dumps(document))
+    assert load_structure(path).sparse_bytes is None
+    document["sparse_bytes"] = -1
+    path.write_text(json.dumps(document))
+    with pytest.raises(CompactFormatError, match=r"s\.json: sparse_bytes"):
+        load_structure(path)
