@@ -36,11 +36,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import torch
+from safetensors.torch import save
 
 from tcmplib.compact import (
     JSON_NAME,
@@ -48,15 +49,18 @@ from tcmplib.compact import (
     TENSORS_NAME,
     CompactFormatError,
     CompactGCN,
+    CompactStructure,
     LatencyStats,
     compact_model,
     load_compact,
     load_structure,
     measure_latency,
     measure_stages,
+    multiply_adds,
     save_compact,
 )
 from tcmplib.model import AttentionGCN, GCNConfig
+from tcmplib.sparse_file import sparse_bytes
 from tcmplib.sweep import cpu_name
 from tcmplib.topology import magnitude_masks
 from tcmplib.train import atomic_write
@@ -76,9 +80,21 @@ class Network:
     kept_weights: int
     #: Values it stores, zeros and Q/K padding included.
     stored_values: int
-    #: Size of its ``compact.safetensors``.
+    #: Size of its ``compact.safetensors`` (the dense network: its four tensors, dense).
     file_bytes: int
     dense: bool = False
+    #: Size of its sparse file (:mod:`tcmplib.sparse_file`); None for the dense network.
+    sparse_bytes: int | None = None
+    #: Whether ``sparse_bytes`` is that of a twin (its nonzeros placed at random in the
+    #: recorded tensors) because the structure predates the sparse format.
+    sparse_estimated: bool = False
+
+    @property
+    def multiply_adds(self) -> int:
+        """Multiply-adds per sequence of its forward pass (tcmplib.compact.multiply_adds)."""
+        model = self.model
+        kept = model.kept if isinstance(model, CompactGCN) else None
+        return sum(multiply_adds(model.config, kept).values())
 
 
 def fail(message: str) -> NoReturn:
@@ -96,19 +112,35 @@ def weight_counts(model: CompactGCN | AttentionGCN) -> tuple[int, int]:
 
 def describe(name: str, model: CompactGCN | AttentionGCN, file_bytes: int, dense: bool) -> Network:
     kept, stored = weight_counts(model)
-    return Network(name, model, kept, stored, file_bytes, dense)
+    sparse = sparse_bytes(model) if isinstance(model, CompactGCN) else None
+    return Network(name, model, kept, stored, file_bytes, dense, sparse)
 
 
-def saved_size(model: CompactGCN | AttentionGCN, directory: Path) -> int:
-    """Bytes of the network's ``compact.safetensors``; a dense network is saved compacted,
-    which is how a sweep stores its baseline."""
-    compact = model if isinstance(model, CompactGCN) else compact_model(model)
-    _, tensors = save_compact(compact, directory)
+def sparse_twin_bytes(structure: CompactStructure, seed: int) -> int:
+    """Sparse file size of a twin whose recorded number of nonzeros sits at random places of
+    its tensors: trained networks keep fuller rows, so their files come out smaller."""
+    twin = structure.twin(seed)
+    generator = torch.Generator().manual_seed(seed)
+    weights = [getattr(twin, name) for name in ("wq", "wk", "wv", "fc")]
+    sizes = [w.numel() for w in weights]
+    keep = torch.zeros(sum(sizes), dtype=torch.bool)
+    keep[torch.randperm(sum(sizes), generator=generator)[: structure.nonzero_weights]] = True
+    with torch.no_grad():
+        for weight, part in zip(weights, keep.split(sizes), strict=True):
+            weight.mul_(part.view(weight.shape))
+    return sparse_bytes(twin)
+
+
+def saved_size(model: CompactGCN, directory: Path) -> int:
+    """Bytes of the network's ``compact.safetensors``."""
+    _, tensors = save_compact(model, directory)
     return tensors.stat().st_size
 
 
-def dense_network(name: str, model: AttentionGCN, scratch: Path) -> Network:
-    return describe(name, model, saved_size(model, scratch / "dense"), dense=True)
+def dense_network(name: str, model: AttentionGCN) -> Network:
+    """The dense network as the library runs it, its file the four weight tensors, dense."""
+    tensors = {n: w.detach().contiguous() for n, w in model.prunable().items()}
+    return describe(name, model, len(save(tensors)), dense=True)
 
 
 def demo_networks(seed: int, scratch: Path) -> list[Network]:
@@ -120,7 +152,7 @@ def demo_networks(seed: int, scratch: Path) -> list[Network]:
     with torch.no_grad():
         for weight in model.prunable().values():
             weight.normal_()
-    networks = [dense_network("dense", model, scratch)]
+    networks = [dense_network("dense", model)]
     for rate in DEMO_RATES:
         name = f"magnitude_rate{rate:.4f}"
         masks = magnitude_masks(model, rate)
@@ -130,11 +162,11 @@ def demo_networks(seed: int, scratch: Path) -> list[Network]:
     return networks
 
 
-def with_reference(
-    option: str, folder: Path, networks: list[Network], seed: int, scratch: Path
-) -> list[Network]:
-    """The networks of one folder, the dense reference first: the first ``baseline_*``
-    network when there is one, else a freshly built dense network. All must share a config."""
+def with_reference(option: str, folder: Path, networks: list[Network], seed: int) -> list[Network]:
+    """The networks of one folder after the dense reference: a dense network of their
+    configuration (all must share one), run by :class:`~tcmplib.model.AttentionGCN` as
+    training and evaluation run it. A ``baseline_*`` network is timed like the others, in its
+    compact form (nothing to remove): the two dense implementations side by side."""
     config = networks[0].model.config
     for network in networks:
         if network.model.config != config:
@@ -142,16 +174,11 @@ def with_reference(
                 f"{option} {folder}: {network.name} has config {network.model.config}, "
                 f"expected {config} like {networks[0].name}"
             )
-    baselines = [i for i, network in enumerate(networks) if network.name.startswith("baseline_")]
-    if baselines:
-        reference = networks.pop(baselines[0])
-        return [replace(reference, dense=True), *networks]
     torch.manual_seed(seed)
-    fresh = dense_network("dense (fresh, untrained)", AttentionGCN(config), scratch)
-    return [fresh, *networks]
+    return [dense_network("dense", AttentionGCN(config)), *networks]
 
 
-def folder_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
+def folder_networks(folder: Path, seed: int) -> list[Network]:
     if not folder.exists():
         fail(f"--models {folder}: no such folder")
     if not folder.is_dir():
@@ -167,10 +194,10 @@ def folder_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
             fail(str(error))
         size = (directory / TENSORS_NAME).stat().st_size
         networks.append(describe(directory.name, compact, size, dense=False))
-    return with_reference("--models", folder, networks, seed, scratch)
+    return with_reference("--models", folder, networks, seed)
 
 
-def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
+def structure_networks(folder: Path, seed: int) -> list[Network]:
     """Twins of the networks whose structures a sweep committed (``<results>/networks``)."""
     if not folder.is_dir():
         fail(f"--structures {folder}: expected a folder of structure files (.json)")
@@ -183,6 +210,7 @@ def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
             structure = load_structure(path)
         except CompactFormatError as error:
             fail(str(error))
+        recorded = structure.sparse_bytes
         networks.append(
             Network(
                 path.stem,
@@ -190,9 +218,13 @@ def structure_networks(folder: Path, seed: int, scratch: Path) -> list[Network]:
                 structure.nonzero_weights,
                 structure.stored_values,
                 structure.file_bytes,
+                sparse_bytes=recorded
+                if recorded is not None
+                else sparse_twin_bytes(structure, seed),
+                sparse_estimated=recorded is None,
             )
         )
-    return with_reference("--structures", folder, networks, seed, scratch)
+    return with_reference("--structures", folder, networks, seed)
 
 
 def machine(threads: int) -> dict[str, Any]:
@@ -207,21 +239,29 @@ def machine(threads: int) -> dict[str, Any]:
 
 
 def format_table(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) -> str:
-    header = ["network", "kept weights", "stored values", "file bytes"]
+    header = ["network", "kept weights", "stored values", "file bytes", "sparse bytes", "MACs/seq"]
     for stats in rows[0]["latency"]:
         batch = stats["batch"]
         header += [f"b={batch} median ms", f"b={batch} IQR ms", f"b={batch} speed-up"]
+        if "onnx_latency" in rows[0]:
+            header += [f"b={batch} ORT ms", f"b={batch} ORT speed-up"]
     lines = [header]
     for network, row in zip(networks, rows, strict=True):
+        sparse = "" if network.sparse_bytes is None else f"{network.sparse_bytes:,}"
         cells = [
             network.name,
             f"{network.kept_weights:,}",
             f"{network.stored_values:,}",
             f"{network.file_bytes:,}",
+            sparse + ("*" if network.sparse_estimated else ""),
+            f"{network.multiply_adds:,}",
         ]
-        for stats in row["latency"]:
+        for number, stats in enumerate(row["latency"]):
             iqr = stats["p75_ms"] - stats["p25_ms"]
             cells += [f"{stats['median_ms']:.3f}", f"{iqr:.3f}", f"{stats['speedup']:.2f}x"]
+            if "onnx_latency" in row:
+                onnx = row["onnx_latency"][number]
+                cells += [f"{onnx['median_ms']:.3f}", f"{onnx['speedup']:.2f}x"]
         lines.append(cells)
     return render_table(lines)
 
@@ -253,8 +293,32 @@ def format_stages(networks: Sequence[Network], rows: Sequence[dict[str, Any]]) -
 
 def stage_model(model: CompactGCN | AttentionGCN) -> CompactGCN:
     # The dense network is profiled as its compact equivalent with every unit kept (same
-    # tensors, no gather).
+    # tensors, same multiply-adds; its whole-pass time is the dense network's own).
     return model if isinstance(model, CompactGCN) else compact_model(model)
+
+
+def with_speedup(timing: list[LatencyStats], dense: list[LatencyStats]) -> list[dict[str, Any]]:
+    """Latency rows, each with its speed-up against the dense network in torch."""
+    return [
+        {**asdict(stats), "speedup": reference.median_ms / stats.median_ms}
+        for stats, reference in zip(timing, dense, strict=True)
+    ]
+
+
+def export_all(networks: Sequence[Network], folder: Path) -> list[Path]:
+    """Every network as an ONNX file (the dense one in its compact form: the same products)."""
+    from tcmplib.export import export_onnx  # onnx is an optional dependency
+
+    return [
+        export_onnx(stage_model(network.model), folder / f"{number}.onnx")
+        for number, network in enumerate(networks)
+    ]
+
+
+def onnx_latency(path: Path, inputs: torch.Tensor, **timed: Any) -> LatencyStats:
+    from tcmplib.export import measure_onnx_latency
+
+    return measure_onnx_latency(path, inputs, **timed)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -276,6 +340,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--stages", action="store_true", help="also time each stage of the forward pass"
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also export every network to ONNX and time it with onnxruntime",
+    )
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or min(args.batches) < 1:
@@ -285,9 +354,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:
         if args.models is not None:
-            networks = folder_networks(args.models, args.seed, Path(scratch))
+            networks = folder_networks(args.models, args.seed)
         elif args.structures is not None:
-            networks = structure_networks(args.structures, args.seed, Path(scratch))
+            networks = structure_networks(args.structures, args.seed)
         else:
             networks = demo_networks(args.seed, Path(scratch))
     config = networks[0].model.config
@@ -296,23 +365,26 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     generator = torch.Generator().manual_seed(args.seed)
     timings: list[list[LatencyStats]] = [[] for _ in networks]
+    onnx_timings: list[list[LatencyStats]] = [[] for _ in networks]
     stages: list[list[dict[str, Any]]] = [[] for _ in networks]
     timed = {"repeats": args.repeats, "warmup": args.warmup, "threads": args.threads}
-    for batch in args.batches:
-        inputs = torch.randn(batch, config.nodes, config.d_in, generator=generator)
-        for timing, staged, network in zip(timings, stages, networks, strict=True):
-            timing.append(measure_latency(network.model, inputs, **timed))
-            if args.stages:
-                by_stage = measure_stages(stage_model(network.model), inputs, **timed)
-                staged.append(
-                    {"batch": batch, **{name: s.median_ms for name, s in by_stage.items()}}
-                )
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as exported:
+        onnx_files = export_all(networks, Path(exported)) if args.onnx else []
+        for batch in args.batches:
+            inputs = torch.randn(batch, config.nodes, config.d_in, generator=generator)
+            for number, network in enumerate(networks):
+                timings[number].append(measure_latency(network.model, inputs, **timed))
+                if onnx_files:
+                    onnx_timings[number].append(onnx_latency(onnx_files[number], inputs, **timed))
+                if args.stages:
+                    by_stage = measure_stages(stage_model(network.model), inputs, **timed)
+                    stages[number].append(
+                        {"batch": batch, **{name: s.median_ms for name, s in by_stage.items()}}
+                    )
     rows = []
-    for network, timing, staged in zip(networks, timings, stages, strict=True):
-        latency = [
-            {**asdict(stats), "speedup": reference.median_ms / stats.median_ms}
-            for stats, reference in zip(timing, timings[0], strict=True)
-        ]
+    for network, timing, onnx_timing, staged in zip(
+        networks, timings, onnx_timings, stages, strict=True
+    ):
         rows.append(
             {
                 "name": network.name,
@@ -320,7 +392,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "kept_weights": network.kept_weights,
                 "stored_values": network.stored_values,
                 "file_bytes": network.file_bytes,
-                "latency": latency,
+                "sparse_bytes": network.sparse_bytes,
+                "sparse_estimated": network.sparse_estimated,
+                "multiply_adds": network.multiply_adds,
+                "latency": with_speedup(timing, timings[0]),
+                **({"onnx_latency": with_speedup(onnx_timing, timings[0])} if args.onnx else {}),
                 **({"stages": staged} if args.stages else {}),
             }
         )
@@ -355,6 +431,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             "timings are unreliable (try --threads 1)\n"
         )
     print(format_table(networks, rows))
+    if any(network.sparse_estimated for network in networks):
+        print(
+            "* sparse file of a twin, its nonzeros at random places of the recorded tensors "
+            "(the structure predates the sparse format); trained networks keep fuller rows"
+        )
+    if args.onnx:
+        print("ORT: onnxruntime on the exported network, speed-up against torch's dense network")
     if args.stages:
         print("\nmedian ms per stage of the forward pass\n")
         print(format_stages(networks, rows))

@@ -27,11 +27,13 @@ __all__ = [
     "INFERENCE_COLUMNS",
     "STRUCTURE_COLUMNS",
     "benchmark_kind",
+    "by_rate",
     "load_inference",
     "load_stages",
     "load_structures",
     "machine_summary",
     "plot_latency",
+    "plot_tiny",
 ]
 
 #: Columns of :func:`load_inference` before the per-batch latency columns.
@@ -117,6 +119,14 @@ def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _kib(value: Any) -> float | None:
+    return None if value is None else round(int(value) / 1024, 1)
+
+
+def _millions(value: Any) -> float | None:
+    return None if value is None else round(int(value) / 1e6, 4)
+
+
 def load_inference(
     path: str | os.PathLike[str], results_dir: str | os.PathLike[str] | None = None
 ) -> pd.DataFrame:
@@ -139,19 +149,74 @@ def load_inference(
             "kept weights": int(entry["kept_weights"]),
             "stored values": int(entry["stored_values"]),
             "file KiB": round(int(entry["file_bytes"]) / 1024, 1),
+            "sparse KiB": _kib(entry.get("sparse_bytes")),
+            "MACs/seq (M)": _millions(entry.get("multiply_adds")),
             "_dense": bool(entry["dense"]),
         }
+        onnx = {int(stats["batch"]): stats for stats in entry.get("onnx_latency", [])}
         for stats in entry["latency"]:
             batch = int(stats["batch"])
             row[f"b={batch} ms"] = round(float(stats["median_ms"]), 3)
             row[f"b={batch} IQR ms"] = round(float(stats["p75_ms"]) - float(stats["p25_ms"]), 3)
             row[f"b={batch} speed-up"] = round(float(stats["speedup"]), 2)
+            if batch in onnx:
+                row[f"b={batch} ORT ms"] = round(float(onnx[batch]["median_ms"]), 3)
+                row[f"b={batch} ORT speed-up"] = round(float(onnx[batch]["speedup"]), 2)
         rows.append(row)
     rows.sort(key=_sort_key)
     frame = pd.DataFrame(rows)
     for column in ("seed", "kept weights", "stored values"):
         frame[column] = frame[column].astype("Int64")
-    return frame.drop(columns=["_dense", "_rank"]).reset_index(drop=True)
+    frame = frame.drop(columns=["_dense", "_rank"]).reset_index(drop=True)
+    # Columns of benchmarks made before they were measured are left out, not filled.
+    unmeasured = [c for c in ("sparse KiB", "MACs/seq (M)") if frame[c].isna().all()]
+    return frame.drop(columns=unmeasured)
+
+
+def by_rate(frame: pd.DataFrame, methods: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per pruning rate, the median over the networks of ``methods`` (all when None) of what
+    the dense network (first row of :func:`load_inference`) costs against them: its file
+    over their sparse file, its multiply-adds over theirs, and each speed-up column."""
+    dense = frame.iloc[0]
+    pruned = frame[frame["rate (%)"].fillna(0) > 0]
+    if methods is not None:
+        pruned = pruned[pruned["method"].isin(methods)]
+    ratios = pd.DataFrame({"rate (%)": pruned["rate (%)"], "networks": 1})
+    if "sparse KiB" in frame:
+        ratios["file: dense / sparse"] = dense["file KiB"] / pruned["sparse KiB"]
+    if "MACs/seq (M)" in frame:
+        ratios["MACs: dense / ours"] = dense["MACs/seq (M)"] / pruned["MACs/seq (M)"]
+    speedups = [column for column in frame.columns if column.endswith("speed-up")]
+    for column in speedups:
+        ratios[column] = pruned[column]
+    grouped = ratios.groupby("rate (%)")
+    table = grouped.median(numeric_only=True).round(2)
+    table["networks"] = grouped["networks"].sum()
+    return table.reset_index()
+
+
+def plot_tiny(table: pd.DataFrame) -> Figure:
+    """The dense network's cost over the pruned ones' against the rate (:func:`by_rate`),
+    log scale: file size, multiply-adds, and latency at each batch in torch and ORT."""
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in table.columns if c not in ("rate (%)", "networks")]
+    if table.empty or not columns:
+        raise ValueError("table: expected rows and ratio columns from by_rate")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for column in columns:
+        style = "--" if "ORT" in column else ":" if column.startswith(("file", "MACs")) else "-"
+        ax.plot(table["rate (%)"], table[column], style, marker="o", label=column)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(table["rate (%)"])
+    ax.set_xlabel("pruning rate (%)")
+    ax.set_ylabel("dense / pruned (x, median)")
+    ax.set_title("What pruning buys at inference")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig
 
 
 def load_stages(

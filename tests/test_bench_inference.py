@@ -19,6 +19,7 @@ from tcmplib.compact import (
     compact_model,
     measure_latency,
     measure_stages,
+    multiply_adds,
     save_compact,
 )
 from tcmplib.model import AttentionGCN, GCNConfig
@@ -161,14 +162,22 @@ def test_models_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     )
     rows = json.loads(out.read_text())["rows"]
     names = [row["name"] for row in rows]
-    assert names == ["baseline_rate0.0000_seed0_000000000000", "tcmp_rate0.7500_seed0_0123456789ab"]
-    assert [row["dense"] for row in rows] == [True, False]
-    assert rows[1]["kept_weights"] < rows[0]["kept_weights"] == TOY.num_weights()
-    assert rows[0]["file_bytes"] == (models / names[0] / "compact.safetensors").stat().st_size
+    # The dense network first, as the library runs it; the baseline in compact form after it.
+    assert names == [
+        "dense",
+        "baseline_rate0.0000_seed0_000000000000",
+        "tcmp_rate0.7500_seed0_0123456789ab",
+    ]
+    assert [row["dense"] for row in rows] == [True, False, False]
+    assert rows[2]["kept_weights"] < rows[1]["kept_weights"] == rows[0]["kept_weights"]
+    assert rows[0]["kept_weights"] == TOY.num_weights()
+    assert rows[1]["file_bytes"] == (models / names[1] / "compact.safetensors").stat().st_size
+    assert rows[2]["multiply_adds"] < rows[1]["multiply_adds"] == rows[0]["multiply_adds"]
+    assert rows[0]["multiply_adds"] == sum(multiply_adds(TOY).values())
     assert "baseline_rate0.0000" in capsys.readouterr().out
 
 
-def test_models_folder_without_baseline_uses_fresh_dense(tmp_path: Path) -> None:
+def test_models_folder_without_baseline_has_the_dense_reference_too(tmp_path: Path) -> None:
     save_toy(tmp_path / "tcmp_rate0.5000_seed0_0123456789ab", 0.5)
     out = tmp_path / "bench.json"
     load_script().main(["--models", str(tmp_path), "--repeats", "1", "--json", str(out)])
@@ -287,3 +296,24 @@ def test_gather_benchmark_prints_one_line_per_batch_and_share(
     assert all(row[4] in ("gather", "scatter") for row in rows)
     with pytest.raises(SystemExit):
         module.main(["--shares", "1.5"])
+
+
+def test_onnx_and_sparse_sizes_in_the_rows(tmp_path: Path) -> None:
+    from tcmplib.sparse_file import sparse_bytes
+
+    pytest.importorskip("onnxruntime")
+    models = tmp_path / "models"
+    save_toy(models / "tcmp_rate0.7500_seed0_0123456789ab", 0.75)
+    out = tmp_path / "bench.json"
+    load_script().main(
+        ["--models", str(models), "--repeats", "2", "--batches", "1", "40", "--onnx",
+         "--json", str(out)]
+    )  # fmt: skip
+    dense, tcmp = json.loads(out.read_text())["rows"]
+    assert dense["sparse_bytes"] is None and not tcmp["sparse_estimated"]
+    from tcmplib.compact import load_compact
+
+    compact = load_compact(models / "tcmp_rate0.7500_seed0_0123456789ab")
+    assert tcmp["sparse_bytes"] == sparse_bytes(compact)
+    assert [entry["batch"] for entry in tcmp["onnx_latency"]] == [1, 40]
+    assert all(entry["median_ms"] > 0 for entry in tcmp["onnx_latency"])

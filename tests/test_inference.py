@@ -227,3 +227,33 @@ def test_stages_per_network_and_batch_with_their_sum(bench: tuple[Path, Path]) -
     path.write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(ValueError, match=r"inference.json: rows\[1\].stages"):
         load_stages(path)
+
+
+def test_sparse_size_multiply_adds_and_onnx_columns_and_the_ratios_by_rate(
+    bench: tuple[Path, Path],
+) -> None:
+    from tcmplib.inference import by_rate, plot_tiny
+
+    path, results = bench
+    assert "sparse KiB" not in load_inference(path, results), "not measured: left out"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for row, (sparse, macs) in zip(
+        document["rows"],
+        [(None, 4_000_000), (1024, 400_000), (2048, 1_000_000), (512, 100_000)],
+        strict=True,
+    ):
+        row["sparse_bytes"], row["multiply_adds"] = sparse, macs
+        row["onnx_latency"] = [_latency(1, 0.25, 2.0), _latency(575, 20.0, 40.0)]
+    path.write_text(json.dumps(document), encoding="utf-8")
+    frame = load_inference(path, results)
+    tcmp = frame.set_index("network").loc["tcmp_s0"]
+    assert (tcmp["sparse KiB"], tcmp["MACs/seq (M)"]) == (1.0, 0.4)
+    assert (tcmp["b=1 ORT ms"], tcmp["b=1 ORT speed-up"]) == (0.25, 8.0)
+    table = by_rate(frame)  # the unmatched network has no rate: left out
+    assert list(table["rate (%)"]) == [99.0] and table["networks"].iloc[0] == 2
+    # dense file 8,000 B (7.8 KiB); sparse files of 1 and 2 KiB
+    assert table["file: dense / sparse"].iloc[0] == 5.85  # median of 7.8 / 1 and 7.8 / 2
+    assert table["MACs: dense / ours"].iloc[0] == 7.0  # median of 10x and 4x
+    assert table["b=1 speed-up"].iloc[0] == 3.0  # median of 4x (TCMP) and 2x (MP)
+    assert list(by_rate(frame, ("MP",))["networks"]) == [1]
+    plot_tiny(table)
