@@ -231,11 +231,13 @@ class CompactGCN(nn.Module):
         heads, width = self.wq.shape[0], self.wq.shape[2]
         # Queries and keys of all heads from one product; each head's (nodes, width) blocks
         # are then made contiguous, on which the batched product runs 2.7x faster.
-        weights = torch.cat([self.wq, self.wk], dim=0).transpose(0, 1).reshape(d_in, -1)
+        # The score scale goes into the query weights: 2 K values to scale, not 4 M scores.
+        scaled = self.wq * (1.0 / math.sqrt(self.config.qk_dim))
+        weights = torch.cat([scaled, self.wk], dim=0).transpose(0, 1).reshape(d_in, -1)
         qk = (x.reshape(batch * nodes, d_in) @ weights).view(batch, nodes, 2, heads, width)
         q = qk[:, :, 0].transpose(1, 2).contiguous()
         k = qk[:, :, 1].permute(0, 2, 3, 1).contiguous()
-        scores = torch.matmul(q, k).mul_(1.0 / math.sqrt(self.config.qk_dim))
+        scores = torch.matmul(q, k)
         if self.additive_mask is not None:
             scores.add_(self.additive_mask)
         return torch.softmax(scores, dim=-1)
@@ -295,11 +297,14 @@ class CompactGCN(nn.Module):
             )
         attention, values = self.attention(x), self.values(x)
         size = self.convolution_slice if x.device.type == "cpu" else None
-        if size is None or len(x) <= size:
+        if size is None or len(x) <= size or self._kept_share < SCATTER_MIN_SHARE:
             return self.dense(self.convolution(attention, values))
-        # Large batches: the convolution and the dense layer slice by slice, as the dense
-        # network's tcmplib.fused does, so a slice's outputs go from the product to the
-        # dense layer in cache instead of through a (batch, inputs) activation in memory.
+        # Large batches of a dense layer that reads many outputs: the convolution and the
+        # dense layer slice by slice, as the dense network's tcmplib.fused does, so a slice's
+        # outputs go from the product to the dense layer in cache instead of through a
+        # (batch, inputs) activation in memory (at 95%, batch 575: 56 ms against 82 ms
+        # stage by stage). Where few are read, the gathered activation is small and the
+        # slicing only adds calls (at 99%: 42 ms against 30 ms).
         logits = x.new_empty(len(x), self.fc.shape[1])
         for s in range(0, len(x), size):
             logits[s : s + size] = self.dense(
