@@ -13,7 +13,8 @@ at 50/75/95/99% and compacted. Inputs are N(0, 1) too; latency does not depend o
 
 With ``--structures DIR`` (a ``<results>/networks`` folder: the structure of every run's
 compact network, which a sweep commits), each network is a *twin*: a compact network with
-exactly the recorded tensors and gathers and N(0, 1) values, which takes the same time to
+exactly the recorded tensors and gathers and random values at the dense network's initial
+scale (:meth:`tcmplib.compact.CompactStructure.twin`), which takes the same time to
 run as the trained one; its kept weights and file size are the recorded ones. This is how
 the networks of runs made on other machines, or on other days, are timed together: the
 weights are not kept (nor committed, when the data may not be shared), the structures are.
@@ -415,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         print(
             f"twins of the structures in {args.structures} (the recorded tensors and gathers, "
-            f"N(0, 1) values); speed-up against {networks[0].name}"
+            f"random values at the initial scale); speed-up against {networks[0].name}"
         )
     print(
         f"{host['cpu']} ({host['logical_cpus']} logical CPUs), torch {host['torch']}, "

@@ -24,7 +24,7 @@ import pandas as pd
 
 from tcmplib.diagnostics import Reconnection, differing_epochs, reconnection, trace_rows
 from tcmplib.model import GCNConfig
-from tcmplib.pruning import PruneReport, method_label
+from tcmplib.pruning import METHODS, PruneReport, method_label
 from tcmplib.records import RunRecord, read_folder, read_record
 from tcmplib.run import RunConfig
 from tcmplib.tables import paper_table1_left, paper_table1_right, table1_right
@@ -34,6 +34,7 @@ __all__ = [
     "glue_numbers",
     "experiments_numbers",
     "low_rate_pmp",
+    "tiny_numbers",
     "paper_run",
     "coverage_numbers",
     "seed_coverage",
@@ -813,7 +814,7 @@ def discussion_numbers(
 
 _STAGE_KEYS: tuple[str, ...] = (
     "stage_batch", "convolution_share", "attention_share", "values_share", "dense_share",
-    "full_grid_sentence",
+    "full_grid_sentence", "attention_floor",
 )  # fmt: skip
 
 
@@ -847,12 +848,44 @@ def stage_numbers(
     whole = (gcn.heads, gcn.channels)
     full = [name for name in compact if name in units.index
             and (units.loc[name, "heads"], units.loc[name, "channels"]) == whole]  # fmt: skip
+    # The attention of a network that keeps every head costs what the dense network's does:
+    # at that batch, the dense forward pass over it bounds any such network's speed-up.
+    dense_ms = float(networks.iloc[0][f"b={batch} ms"])
+    live = at[at["network"].isin([n for n in compact if n in units.index
+                                  and units.loc[n, "heads"] == gcn.heads])]  # fmt: skip
+    numbers["attention_floor"] = (
+        f"{live['attention ms'].median():.1f} ms, so that no network that keeps all "
+        f"{gcn.heads} heads can run more than {dense_ms / live['attention ms'].median():.1f}x "
+        "as fast as the dense network there"
+    ) if not live.empty else "—"  # fmt: skip
     speedup = networks.set_index("network")[f"b={batch} speed-up"]
     numbers["full_grid_sentence"] = (
         f"{len(full)} of the {len(compact)} compact networks timed keep all {gcn.heads} heads "
         f"and all {gcn.channels} channels; at batch {batch} they run {speedup[full].min():.2f}x "
         f"to {speedup[full].max():.2f}x as fast as the dense network"
     ) if full else "every compact network timed removed heads or channels"  # fmt: skip
+    return numbers
+
+
+def tiny_numbers(networks: pd.DataFrame, gcn: GCNConfig | None = None) -> Numbers:
+    """Chapter 9's summary: medians over the topologically consistent networks (TCMP and
+    greedy TC) at 99% and 95% of :func:`tcmplib.inference.by_rate`, and the multiply-add
+    counts of the dense network."""
+    from tcmplib.compact import multiply_adds
+    from tcmplib.inference import by_rate
+
+    gcn = gcn or GCNConfig()
+    tc = tuple(m.label for m in METHODS.values() if m.tc_by_design)
+    table = by_rate(networks, tc).set_index("rate (%)")
+    numbers: Numbers = {"dense_macs": f"{sum(multiply_adds(gcn).values()) / 1e6:.2f}"}
+    for rate in (95, 99):
+        row = table.loc[float(rate)] if float(rate) in table.index else None
+        for column, key in (("file: dense / sparse", "file"), ("MACs: dense / ours", "macs"),
+                            ("b=1 speed-up", "b1"), ("b=575 speed-up", "b575"),
+                            ("b=1 ORT speed-up", "ort_b1"), ("b=575 ORT speed-up", "ort_b575")):
+            value = None if row is None or column not in row else row[column]
+            numbers[f"tc{rate}_{key}"] = _DASH if value is None or pd.isna(value) else (
+                f"{value:.1f}x")  # fmt: skip
     return numbers
 
 

@@ -49,6 +49,7 @@ import torch
 from safetensors.torch import load_file, save, save_file
 from torch import Tensor, nn
 
+from tcmplib.fused import convolve_dense
 from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, neighbourhood_mask
 from tcmplib.topology import analyze
 
@@ -299,6 +300,13 @@ class CompactGCN(nn.Module):
         size = self.convolution_slice if x.device.type == "cpu" else None
         if size is None or len(x) <= size or self._kept_share < SCATTER_MIN_SHARE:
             return self.dense(self.convolution(attention, values))
+        if self._all_conv_rows:
+            # Every attention row is read: the dense network's own sliced kernel, on the
+            # dense layer scattered into the whole (node, head, channel) grid.
+            rows = self.fc.new_zeros(self._grid, self.fc.shape[1])
+            return convolve_dense(
+                attention, values, rows.index_copy(0, self.fc_rows, self.fc), size
+            )
         # Large batches of a dense layer that reads many outputs: the convolution and the
         # dense layer slice by slice, as the dense network's tcmplib.fused does, so a slice's
         # outputs go from the product to the dense layer in cache instead of through a

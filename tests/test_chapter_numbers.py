@@ -332,6 +332,18 @@ def test_network_numbers() -> None:
     assert (numbers["b1_range"], numbers["b575_range"]) == ("1.00x to 2.00x", "2.00x to 4.00x")
 
 
+def test_tiny_numbers_are_medians_over_the_tc_networks() -> None:
+    networks = _networks().assign(method=["Baseline GCN", "Baseline GCN", "TCMP (our)", "MP"])
+    networks["sparse KiB"] = [None, None, 10.0, 20.0]
+    networks["MACs/seq (M)"] = [3.0, 3.0, 0.5, 1.0]
+    numbers = cn.tiny_numbers(networks)
+    assert numbers["dense_macs"] == "3.57"
+    # TCMP only (MP is not TC): file 100 / 10, MACs 3 / 0.5, speed-ups of network "a"
+    assert (numbers["tc99_file"], numbers["tc99_macs"]) == ("10.0x", "6.0x")
+    assert (numbers["tc99_b1"], numbers["tc99_b575"]) == ("2.0x", "2.0x")
+    assert numbers["tc99_ort_b1"] == numbers["tc95_b1"] == "—"
+
+
 def test_stage_numbers() -> None:
     networks = _networks()
     stages = networks[["network", "rate (%)"]].assign(batch=575)
@@ -345,6 +357,11 @@ def test_stage_numbers() -> None:
     assert numbers["full_grid_sentence"] == (
         "1 of the 2 compact networks timed keep all 16 heads and all 128 channels; at batch 575 "
         "they run 2.00x to 2.00x as fast as the dense network"
+    )
+    # network "a" keeps all 16 heads; its attention takes 1 ms of the dense network's 100 ms
+    assert numbers["attention_floor"] == (
+        "1.0 ms, so that no network that keeps all 16 heads can run more than 100.0x as fast "
+        "as the dense network there"
     )
     assert set(cn.stage_numbers(stages.iloc[:0], networks, structures).values()) == {"—"}
 
