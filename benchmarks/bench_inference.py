@@ -69,6 +69,7 @@ from tcmplib.train import atomic_write
 PROG = "bench_inference.py"
 DEMO_RATES: tuple[float, ...] = (0.5, 0.75, 0.95, 0.99)
 FPHA_TEST_SIZE = 575
+SMALL_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--batches", type=int, nargs="+", default=[1, FPHA_TEST_SIZE], help="batch sizes"
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed forward passes")
+    parser.add_argument(
+        "--small-repeats",
+        type=int,
+        default=300,
+        help=f"timed forward passes at batches of at most {SMALL_BATCH} sequences, whose "
+        "sub-millisecond medians need more repeats to settle",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed forward passes first")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
@@ -348,8 +356,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or min(args.batches) < 1:
-        parser.error("--repeats: expected >= 1; --warmup: expected >= 0; --batches: >= 1")
+    if min(args.repeats, args.small_repeats) < 1 or args.warmup < 0 or min(args.batches) < 1:
+        parser.error(
+            "--repeats, --small-repeats: expected >= 1; --warmup: expected >= 0; --batches: >= 1"
+        )
     if args.threads is not None and args.threads < 1:
         parser.error("--threads: expected >= 1")
 
@@ -368,10 +378,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     timings: list[list[LatencyStats]] = [[] for _ in networks]
     onnx_timings: list[list[LatencyStats]] = [[] for _ in networks]
     stages: list[list[dict[str, Any]]] = [[] for _ in networks]
-    timed = {"repeats": args.repeats, "warmup": args.warmup, "threads": args.threads}
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as exported:
         onnx_files = export_all(networks, Path(exported)) if args.onnx else []
         for batch in args.batches:
+            repeats = args.small_repeats if batch <= SMALL_BATCH else args.repeats
+            timed = {"repeats": repeats, "warmup": args.warmup, "threads": args.threads}
             inputs = torch.randn(batch, config.nodes, config.d_in, generator=generator)
             for number, network in enumerate(networks):
                 timings[number].append(measure_latency(network.model, inputs, **timed))
@@ -421,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{host['cpu']} ({host['logical_cpus']} logical CPUs), torch {host['torch']}, "
         f"{threads} threads, 1-min load average {host['load_average_1min']:.1f} before timing; "
-        f"median and IQR of {args.repeats} forward passes after {args.warmup} untimed\n"
+        f"median and IQR of {args.repeats} forward passes ({args.small_repeats} at batches up "
+        f"to {SMALL_BATCH}) after {args.warmup} untimed\n"
     )
     if host["logical_cpus"] and host["load_average_1min"] >= host["logical_cpus"]:
         # Oversubscribed cores stall torch's worker threads at every parallel region; the
@@ -449,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "kind": kind,
             "machine": host,
             "repeats": args.repeats,
+            "small_repeats": args.small_repeats,
             "warmup": args.warmup,
             "rows": rows,
         }

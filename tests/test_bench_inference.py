@@ -122,8 +122,9 @@ def test_measure_stages_rejects_bad_arguments(keyword: str, value: object) -> No
 def test_demo_mode_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     load_script().main(
-        ["--repeats", "2", "--warmup", "0", "--batches", "1", "4", "--json", str(out)]
-    )
+        ["--repeats", "2", "--small-repeats", "3", "--warmup", "0", "--batches", "1", "40",
+         "--json", str(out)]
+    )  # fmt: skip
     printed = capsys.readouterr().out
     assert "demo" in printed and "torch" in printed
     document = json.loads(out.read_text())
@@ -135,8 +136,9 @@ def test_demo_mode_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert all(row["stored_values"] <= rows[0]["stored_values"] for row in rows)
     assert all(row["file_bytes"] > 0 for row in rows)
     for row in rows:
-        assert [stats["batch"] for stats in row["latency"]] == [1, 4]
-        assert all(stats["repeats"] == 2 for stats in row["latency"])
+        assert [stats["batch"] for stats in row["latency"]] == [1, 40]
+        # small batches take their own, larger number of repeats
+        assert [stats["repeats"] for stats in row["latency"]] == [3, 2]
     assert all(stats["speedup"] == 1.0 for stats in rows[0]["latency"])
 
 
@@ -306,8 +308,8 @@ def test_onnx_and_sparse_sizes_in_the_rows(tmp_path: Path) -> None:
     save_toy(models / "tcmp_rate0.7500_seed0_0123456789ab", 0.75)
     out = tmp_path / "bench.json"
     load_script().main(
-        ["--models", str(models), "--repeats", "2", "--batches", "1", "40", "--onnx",
-         "--json", str(out)]
+        ["--models", str(models), "--repeats", "2", "--small-repeats", "2", "--batches", "1",
+         "40", "--onnx", "--json", str(out)]
     )  # fmt: skip
     dense, tcmp = json.loads(out.read_text())["rows"]
     assert dense["sparse_bytes"] is None and not tcmp["sparse_estimated"]

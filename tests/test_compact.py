@@ -449,3 +449,18 @@ def test_structure_records_the_sparse_file_size(tmp_path: Path) -> None:
     path.write_text(json.dumps(document))
     with pytest.raises(CompactFormatError, match=r"s\.json: sparse_bytes"):
         load_structure(path)
+
+
+def test_cached_query_key_weights_follow_changes_to_the_weights() -> None:
+    model = model_with_seed(MID, 2)
+    compact = compact_model(model)
+    x = inputs(MID, batch=3)
+    with torch.no_grad():
+        first = compact(x)
+        compact.wq.mul_(2.0)  # in place: the cache must notice
+        assert not torch.allclose(compact(x), first)
+        compact.wq.div_(2.0)
+        assert torch.allclose(compact(x), first, atol=1e-6)
+    with torch.enable_grad():  # with autograd, gradients reach the weights
+        compact(x).sum().backward()
+    assert compact.wq.grad is not None and compact.wq.grad.abs().sum() > 0
