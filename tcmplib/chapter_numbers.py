@@ -880,9 +880,14 @@ def tiny_numbers(networks: pd.DataFrame, gcn: GCNConfig | None = None) -> Number
     numbers: Numbers = {"dense_macs": f"{sum(multiply_adds(gcn).values()) / 1e6:.2f}"}
     for rate in (95, 99):
         row = table.loc[float(rate)] if float(rate) in table.index else None
-        for column, key in (("file: dense / sparse", "file"), ("MACs: dense / ours", "macs"),
-                            ("b=1 speed-up", "b1"), ("b=575 speed-up", "b575"),
-                            ("b=1 ORT speed-up", "ort_b1"), ("b=575 ORT speed-up", "ort_b575")):
+        for column, key in (
+            ("file: dense / sparse", "file"),
+            ("MACs: dense / ours", "macs"),
+            ("b=1 speed-up", "b1"),
+            ("b=575 speed-up", "b575"),
+            ("b=1 ORT speed-up", "ort_b1"),
+            ("b=575 ORT speed-up", "ort_b575"),
+        ):
             value = None if row is None or column not in row else row[column]
             numbers[f"tc{rate}_{key}"] = _DASH if value is None or pd.isna(value) else (
                 f"{value:.1f}x")  # fmt: skip
@@ -909,7 +914,7 @@ def network_numbers(networks: pd.DataFrame) -> Numbers:
         "dense_b575": f"{dense['b=575 ms']:.0f}",
         "dense_kib": f"{dense['file KiB']:,.0f}",
         "dense_repeat_sentence": "; ".join(
-            f"the dense baseline of seed {row['seed']}, the same computation, ran at "
+            f"the dense baseline of seed {row['seed']}, the same function in compact form, ran at "
             f"{row['b=1 speed-up']:.2f}x and {row['b=575 speed-up']:.2f}x the reference"
             for _, row in other_dense.iterrows()
         ) or "no second dense network was timed",

@@ -324,7 +324,8 @@ def test_network_numbers() -> None:
     assert (numbers["dense_b1"], numbers["dense_b575"], numbers["dense_kib"]) == (
         "0.50", "100", "100")  # fmt: skip
     assert numbers["dense_repeat_sentence"] == (
-        "the dense baseline of seed 2, the same computation, ran at 1.01x and 1.06x the reference"
+        "the dense baseline of seed 2, the same function in compact form, ran at 1.01x and "
+        "1.06x the reference"
     )
     assert numbers["network_summary"].startswith(
         "MP at 99% (seed 0): 10 weights in 40 stored values, 1 KiB, 2.00x at batch 1"
