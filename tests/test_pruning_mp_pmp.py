@@ -254,3 +254,19 @@ def test_pmp_latent_weights_are_exempt_from_weight_decay_unless_asked() -> None:
     assert decayed > 0.8 and exempt < 0.6
     with pytest.raises(ValueError, match="PMPOptions.latent_decay"):
         METHODS["pmp"].options_class(latent_decay=1)
+
+
+def test_one_shot_mp_per_tensor_prunes_every_tensor_at_the_rate() -> None:
+    from tcmplib.pruning.masks import keep_count
+
+    result = prune(
+        "mp-oneshot", build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False,
+        scope="per-tensor",
+    )  # fmt: skip
+    masks = masks_from_model(result.model)
+    shapes = TINY.weight_shapes()
+    for name, mask in masks.items():
+        assert int(mask.sum()) <= keep_count(math.prod(shapes[name]), 0.75)
+    assert result.report.options["scope"] == "per-tensor"
+    with pytest.raises(ValueError, match="OneShotOptions.scope"):
+        METHODS["mp-oneshot"].options_class(scope="layer")

@@ -292,9 +292,9 @@ class TwoPhaseMethod(PruningMethod):
     phases = ("dense", "retrain")
 
     @abstractmethod
-    def select(self, model: AttentionGCN, keep: int) -> dict[str, float]:
-        """Attach a fixed mask of ``keep`` weights chosen on the trained dense ``model``;
-        returns the selection's numbers for the report's ``details``."""
+    def select(self, job: Job) -> dict[str, float]:
+        """Attach a fixed mask of ``job.keep`` weights chosen on the trained dense
+        ``job.model``; returns the selection's numbers for the report's ``details``."""
 
     def prune(self, job: Job) -> PruneResult:
         epochs = job.train_config.epochs
@@ -305,7 +305,7 @@ class TwoPhaseMethod(PruningMethod):
             )
         dense_epochs = min(max(1, round(job.options.dense_fraction * epochs)), epochs - 1)
         dense = job.train(epochs=dense_epochs, phase=self.phases[0])
-        selected = self.select(job.model, job.keep)
+        selected = self.select(job)
         pruned = evaluate(job.model, job.data.x_test, job.data.y_test)  # before retraining
         retrain = job.train(epochs=epochs - dense_epochs, phase=self.phases[1])
         history = [{**row, "phase": 0.0} for row in dense.history]

@@ -61,8 +61,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
-from tcmplib.pruning.base import TwoPhaseMethod, TwoPhaseOptions
+from tcmplib.model import PRUNABLE, GCNConfig
+from tcmplib.pruning.base import Job, TwoPhaseMethod, TwoPhaseOptions
 from tcmplib.pruning.masks import FixedMask, attach, topk_masks
 from tcmplib.topology import analyze
 
@@ -327,7 +327,8 @@ class GreedyTC(TwoPhaseMethod):
     tc_by_design = True
     style = ("#009E73", "s")
 
-    def select(self, model: AttentionGCN, keep: int) -> dict[str, float]:
+    def select(self, job: Job) -> dict[str, float]:
+        model, keep = job.model, job.keep
         weights = model.prunable()
         magnitudes = {name: w.detach().abs() for name, w in weights.items()}
         mp_topology = analyze(topk_masks(magnitudes, keep), model.config)

@@ -132,6 +132,29 @@ def topk_masks(scores: dict[str, torch.Tensor], keep: int) -> dict[str, torch.Te
     return masks
 
 
+#: Where a magnitude budget applies: one ranking over all weights (the paper's Eq. 1, Table
+#: 1's MP), or the same rate in every tensor (``torch.nn.utils.prune``'s and Han et al.'s
+#: layer-wise MP).
+SCOPES: tuple[str, ...] = ("global", "per-tensor")
+
+
+def scoped_topk_masks(
+    scores: dict[str, torch.Tensor], rate: float, scope: str
+) -> dict[str, torch.Tensor]:
+    """Top-score binary masks at pruning ``rate``: over all tensors at once (``"global"``,
+    :func:`topk_masks` of ``keep_count(N, rate)``), or in each tensor separately
+    (``"per-tensor"``, ``keep_count(n_i, rate)`` of each, so every tensor loses its share).
+    """
+    if scope == "global":
+        return topk_masks(scores, keep_count(sum(s.numel() for s in scores.values()), rate))
+    if scope != "per-tensor":
+        raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
+    masks: dict[str, torch.Tensor] = {}
+    for name, score in scores.items():
+        masks.update(topk_masks({name: score}, keep_count(score.numel(), rate)))
+    return masks
+
+
 def keep_count(total: int, rate: float) -> int:
     """Weights kept at pruning ``rate``: round((1 - rate) * total), the paper's # parameters."""
     return int(math.floor((1.0 - rate) * total + 0.5))

@@ -77,11 +77,13 @@ from tcmplib.pruning.base import (
     TwoPhaseOptions,
 )
 from tcmplib.pruning.masks import (
+    SCOPES,
     FixedMask,
     RelaxedMagnitudeMask,
     attach,
     band_lr_ceiling,
     detach,
+    scoped_topk_masks,
     topk_masks,
 )
 from tcmplib.train import NoOpHook
@@ -130,8 +132,17 @@ class MPOptions:
             )
 
 
-#: One-shot MP's hyperparameters: how the profile's epochs are split (the two-phase template's).
-OneShotOptions = TwoPhaseOptions
+@dataclass(frozen=True)
+class OneShotOptions(TwoPhaseOptions):
+    """One-shot MP: how the profile's epochs are split (the two-phase template's), and where
+    the budget applies (:data:`~tcmplib.pruning.masks.SCOPES`)."""
+
+    scope: str = "global"  # "global" (Eq. 1) or "per-tensor" (the same rate in every tensor)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope not in SCOPES:
+            raise ValueError(f"OneShotOptions.scope: expected one of {SCOPES}, got {self.scope!r}")
 
 
 def linear_temperature(epoch: int, epochs: int, t0: float, t_end: float) -> float:
@@ -246,14 +257,21 @@ class RelaxedMP(PruningMethod):
 
 
 class OneShotMP(TwoPhaseMethod):
-    """Train dense, keep the global top-c magnitudes, retrain the kept weights."""
+    """Train dense, keep the top magnitudes (globally or per tensor), retrain the kept weights."""
 
     name = "mp-oneshot"
     label = "MP (one-shot)"
+    options_class = OneShotOptions
     tc_by_design = False
     style = ("#D55E00", "v")
     in_grids = False  # a reference, not a row of the paper's table
 
-    def select(self, model: AttentionGCN, keep: int) -> dict[str, float]:
-        project_top_k(model, keep)
+    def select(self, job: Job) -> dict[str, float]:
+        if job.options.scope == "global":
+            project_top_k(job.model, job.keep)
+            return {}
+        detach(job.model, bake=True)
+        magnitudes = {name: w.abs() for name, w in job.model.prunable().items()}
+        masks = scoped_topk_masks(magnitudes, job.rate, job.options.scope)
+        attach(job.model, {name: FixedMask(mask) for name, mask in masks.items()})
         return {}

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tcmplib.disconnection import one_shot_connectivity
+from tcmplib.model import GCNConfig
+from tcmplib.pruning.masks import keep_count, scoped_topk_masks
+
+TINY = GCNConfig(nodes=3, d_in=4, heads=2, qk_dim=2, channels=4, classes=2)
+
+
+def test_scoped_top_k_on_a_hand_worked_pair_of_tensors() -> None:
+    scores = {"a": torch.tensor([[4.0, 1.0], [3.0, 2.0]]), "b": torch.tensor([9.0, 8.0, 7.0, 6.0])}
+    glob = scoped_topk_masks(scores, 0.5, "global")  # keep 4 of 8: all of b
+    assert glob["a"].sum() == 0 and glob["b"].all()
+    per = scoped_topk_masks(scores, 0.5, "per-tensor")  # keep 2 of each
+    assert per["a"].tolist() == [[True, False], [True, False]]
+    assert per["b"].tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="scope"):
+        scoped_topk_masks(scores, 0.5, "layer")
+
+
+def test_per_tensor_budget_can_leave_kept_weights_without_a_path() -> None:
+    # Value weights 100x smaller than the rest: the global ranking prunes the value
+    # projection first, so no convolution channel gets an input and nothing is A-C; per
+    # tensor, every tensor keeps its share.
+    generator = torch.Generator().manual_seed(0)
+    shapes = TINY.weight_shapes()
+    weights = {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()}
+    weights["wv"] = weights["wv"] * 0.01
+    table = one_shot_connectivity(weights, TINY, rates=(0.5,)).set_index("scope")
+    assert table.loc["global", "wv kept"] == 0 and table.loc["global", "% A-C"] == 0.0
+    per = table.loc["per-tensor"]
+    assert per["wv kept"] == keep_count(16, 0.5) and per["fc kept"] == keep_count(48, 0.5)
+    assert 0.0 < per["% A-C"] <= 100.0
+    assert per["kept"] == sum(keep_count(int(torch.tensor(s).prod()), 0.5) for s in shapes.values())
+    with pytest.raises(ValueError, match="missing"):
+        one_shot_connectivity({"wq": weights["wq"]}, TINY)
