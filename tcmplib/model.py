@@ -114,6 +114,8 @@ def masked_scores(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
 class AttentionGCN(nn.Module):
     """One attention layer, one graph convolution, one dense layer; see the module doc."""
 
+    attention_mask: torch.Tensor | None
+
     def __init__(self, config: GCNConfig | None = None) -> None:
         super().__init__()
         self.config = config or GCNConfig()

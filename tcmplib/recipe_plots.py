@@ -100,7 +100,7 @@ def plot_cv_curves(
 
     by_recipe = records_by_recipe(results_dir)
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
-    colors = plt.get_cmap("tab20").colors  # more candidates than the default cycle's 10
+    colors = plt.get_cmap("tab20")(range(20))  # more candidates than the default cycle's 10
     for index, (label, recipe) in enumerate(candidates.items()):
         records = by_recipe.get(recipe_key(recipe), [])
         if not records:
@@ -197,7 +197,9 @@ def recipe_chapter_numbers(
     paper = float(paper_table1_right().loc[(0.0, "baseline"), "accuracy (%)"])
     numbers["paper_baseline"] = paper
     numbers["paper_weights"] = int(paper_table1_right().loc[(0.0, "baseline"), "# parameters"])
-    numbers["selected_extra_weights"] = int(numbers["selected_weights"]) - numbers["paper_weights"]
+    numbers["selected_extra_weights"] = int(numbers["selected_weights"]) - int(
+        numbers["paper_weights"]
+    )
     accuracy = recipe_accuracies(paper_scale)
     for name, folder in paper_scale.items():
         key = name.replace(" ", "_")
@@ -205,7 +207,7 @@ def recipe_chapter_numbers(
         numbers[f"{key}_test_std"] = float(accuracy.loc[name, "std"])
         last_lr = [r["history"][-1]["lr"] for r in baseline_records(folder)]
         numbers[f"{key}_lr"] = float(np.median(last_lr))
-        numbers[f"{key}_gap"] = paper - numbers[f"{key}_test"]
+        numbers[f"{key}_gap"] = paper - float(numbers[f"{key}_test"])
         numbers[f"{key}_test_min"] = min(
             100 * r["report"]["class_avg_accuracy"] for r in baseline_records(folder)
         )
@@ -222,11 +224,13 @@ def recipe_chapter_numbers(
     first = cv_table(cv_dir, {"round 1": RECIPES["round-1"]}).iloc[0]
     numbers["round_1_cv"] = float(first["cv accuracy (%)"])
     numbers["round_1_cv_std"] = float(first["std"])
-    numbers["round_2_cv_gain"] = float(numbers["selected_cv"]) - numbers["round_1_cv"]
+    numbers["round_2_cv_gain"] = float(numbers["selected_cv"]) - float(numbers["round_1_cv"])
     if "selected" in paper_scale and "round 1" in paper_scale:
-        numbers["round_2_test_gain"] = numbers["selected_test"] - numbers["round_1_test"]
+        numbers["round_2_test_gain"] = float(numbers["selected_test"]) - float(
+            numbers["round_1_test"]
+        )
     if "selected" in paper_scale and "as written" in paper_scale:
-        numbers["test_gain"] = numbers["selected_test"] - numbers["as_written_test"]
-        numbers["gap_closed"] = 100 * numbers["test_gain"] / numbers["as_written_gap"]
+        numbers["test_gain"] = float(numbers["selected_test"]) - float(numbers["as_written_test"])
+        numbers["gap_closed"] = 100 * float(numbers["test_gain"]) / float(numbers["as_written_gap"])
         numbers["cv_gain"] = float(numbers["selected_cv"]) - base
     return numbers

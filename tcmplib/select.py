@@ -201,7 +201,8 @@ def fold_dataset(config: FoldConfig, root: str | os.PathLike[str] | None = None)
     from tcmplib.data.skeleton import SkeletonSequences
     from tcmplib.recipe import prepare
 
-    raw = load_fpha(root) if config.dataset == "fpha" else generate_synthetic(config.seed)
+    fpha_root = None if root is None else Path(root)
+    raw = load_fpha(fpha_root) if config.dataset == "fpha" else generate_synthetic(config.seed)
     train = np.flatnonzero(raw.is_train)
     fold_of = stratified_folds(raw.labels[train], config.folds)
     split = SkeletonSequences(
@@ -215,9 +216,7 @@ def fold_dataset(config: FoldConfig, root: str | os.PathLike[str] | None = None)
         meta={},
     )
     recipe = config.recipe
-    positions = build_dataset(
-        split, recipe.chunks, frame=recipe.frame, hand_size=recipe.hand_size
-    )
+    positions = build_dataset(split, recipe.chunks, frame=recipe.frame, hand_size=recipe.hand_size)
     sequences = [split.sequences[i] for i in np.flatnonzero(split.is_train)]
     prepared = prepare(positions, recipe, sequences)
     return replace(prepared, meta={**prepared.meta, "folds": config.folds, "fold": config.fold})

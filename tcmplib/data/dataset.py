@@ -85,9 +85,12 @@ def build_dataset(
         raise ValueError(f"frame: expected one of {', '.join(FRAMES)}, got {frame!r}")
     train_idx = np.flatnonzero(raw.is_train)
     test_idx = np.flatnonzero(~raw.is_train)
-    options = {"frame": frame, "hand_size": hand_size}
-    x_train = node_signals([raw.sequences[i] for i in train_idx], chunks, **options)
-    x_test = node_signals([raw.sequences[i] for i in test_idx], chunks, **options)
+    x_train = node_signals(
+        [raw.sequences[i] for i in train_idx], chunks, frame=frame, hand_size=hand_size
+    )
+    x_test = node_signals(
+        [raw.sequences[i] for i in test_idx], chunks, frame=frame, hand_size=hand_size
+    )
     scale = fit_scale(x_train)
     meta = {
         **raw.meta,
