@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cv(commands, "cross-validate training recipes on the training split")
     _add_export(commands, "write a saved compact network as a sparse file and/or ONNX")
+    _add_disconnect(commands, "% A-C of one-shot magnitude pruning of trained dense networks")
     return parser
 
 
@@ -515,6 +516,65 @@ def _run_export(args: argparse.Namespace) -> int:
             f"wrote {path}: {sizes(path)}; onnxruntime vs torch logits on "
             f"{EXPORT_CHECK_BATCH} random inputs: max |difference| {difference:.3g}"
         )
+    return 0
+
+
+def _add_disconnect(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], summary: str
+) -> None:
+    disconnect = _add_command(commands, "disconnect", _run_disconnect, summary)
+    disconnect.add_argument(
+        "model_dirs",
+        type=Path,
+        nargs="+",
+        metavar="MODEL_DIR",
+        help="saved dense networks (compact folders of baseline runs), e.g. "
+        "runs/models/RESULTS/baseline_rate0.0000_seed0_HASH",
+    )
+    disconnect.add_argument(
+        "--rates", type=float, nargs="+", default=[0.75, 0.95, 0.99], help="pruning rates"
+    )
+    disconnect.add_argument(
+        "--json", type=Path, default=None, metavar="OUT.json", help="also write the rows here"
+    )
+
+
+def _run_disconnect(args: argparse.Namespace) -> int:
+    """Prune each trained dense network once by magnitude, globally (one ranking over all
+    weights, Eq. 1) and per tensor (the same rate in every tensor), at each rate, and print
+    the exact % A-C of what is kept (tcmplib.disconnection): the first pass of the study of
+    when magnitude pruning disconnects the GCN. Weights are read, never written; --json
+    writes the numbers (no weight) atomically."""
+    import json
+
+    from tcmplib.compact import load_compact
+    from tcmplib.disconnection import one_shot_connectivity
+    from tcmplib.pruning.base import validate_rate
+    from tcmplib.train import atomic_write
+
+    rates = [validate_rate(rate) for rate in args.rates]
+    tables = []
+    for directory in args.model_dirs:
+        network = load_compact(directory)
+        if network.expected_shapes() != network.config.weight_shapes():
+            raise ValueError(
+                f"{directory}: expected a dense network (every unit kept, e.g. a baseline run), "
+                f"got a compact one with tensors {network.expected_shapes()}"
+            )
+        weights = {name: getattr(network, name).detach() for name in ("wq", "wk", "wv", "fc")}
+        table = one_shot_connectivity(weights, network.config, rates)
+        tables.append(table.assign(network=directory.name))
+    import pandas as pd
+
+    rows = pd.concat(tables, ignore_index=True)
+    summary = rows.groupby(["scope", "rate (%)"])["% A-C"].agg(["mean", "std", "min", "max"])
+    print(f"one-shot magnitude pruning of {len(tables)} dense network(s): % A-C")
+    print(summary.round(2).to_string())
+    if args.json is not None:
+        text = json.dumps({"kind": "one-shot connectivity", "rows": rows.to_dict("records")},
+                          indent=1) + "\n"  # fmt: skip
+        atomic_write(args.json, lambda handle: handle.write(text.encode()))
+        print(f"wrote {args.json}")
     return 0
 
 

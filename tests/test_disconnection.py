@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +40,30 @@ def test_per_tensor_budget_can_leave_kept_weights_without_a_path() -> None:
     assert per["kept"] == sum(keep_count(int(torch.tensor(s).prod()), 0.5) for s in shapes.values())
     with pytest.raises(ValueError, match="missing"):
         one_shot_connectivity({"wq": weights["wq"]}, TINY)
+
+
+def test_cli_disconnect_reads_dense_networks_and_refuses_pruned_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tcmplib.cli import main
+    from tcmplib.compact import compact_model, save_compact
+    from tcmplib.model import AttentionGCN
+    from tcmplib.topology import magnitude_masks
+
+    torch.manual_seed(0)
+    dense = AttentionGCN(TINY)
+    save_compact(compact_model(dense), tmp_path / "baseline")
+    out = tmp_path / "one-shot.json"
+    assert (
+        main(["disconnect", str(tmp_path / "baseline"), "--rates", "0.5", "--json", str(out)]) == 0
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["scope"], row["rate (%)"], row["network"]) for row in rows] == [
+        ("global", 50.0, "baseline"),
+        ("per-tensor", 50.0, "baseline"),
+    ]
+    assert "% A-C" in capsys.readouterr().out
+    pruned = compact_model(dense, magnitude_masks(dense, 0.9))
+    save_compact(pruned, tmp_path / "pruned")
+    assert main(["disconnect", str(tmp_path / "pruned")]) == 2
+    assert "expected a dense network" in capsys.readouterr().err
