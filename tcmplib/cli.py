@@ -548,7 +548,7 @@ def _run_disconnect(args: argparse.Namespace) -> int:
     import json
 
     from tcmplib.compact import load_compact
-    from tcmplib.disconnection import one_shot_connectivity
+    from tcmplib.disconnection import one_shot_connectivity, summarize_one_shot
     from tcmplib.pruning.base import validate_rate
     from tcmplib.train import atomic_write
 
@@ -567,9 +567,8 @@ def _run_disconnect(args: argparse.Namespace) -> int:
     import pandas as pd
 
     rows = pd.concat(tables, ignore_index=True)
-    summary = rows.groupby(["scope", "rate (%)"])["% A-C"].agg(["mean", "std", "min", "max"])
     print(f"one-shot magnitude pruning of {len(tables)} dense network(s): % A-C")
-    print(summary.round(2).to_string())
+    print(summarize_one_shot(rows).to_string(index=False))
     if args.json is not None:
         text = json.dumps({"kind": "one-shot connectivity", "rows": rows.to_dict("records")},
                           indent=1) + "\n"  # fmt: skip

@@ -19,7 +19,11 @@ cheap first pass that says which configurations are worth training.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from torch import Tensor
@@ -28,7 +32,10 @@ from tcmplib.model import PRUNABLE, GCNConfig
 from tcmplib.pruning.masks import SCOPES, scoped_topk_masks
 from tcmplib.topology import analyze
 
-__all__ = ["one_shot_connectivity"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["one_shot_connectivity", "load_one_shot", "summarize_one_shot", "plot_one_shot"]
 
 
 def one_shot_connectivity(
@@ -41,7 +48,8 @@ def one_shot_connectivity(
     :class:`~tcmplib.model.AttentionGCN`) at every rate and scope.
 
     One row per (scope, rate): the kept weights in all and per tensor, the effective ones
-    (kept, accessible and co-accessible) per tensor, and % A-C.
+    (kept, accessible and co-accessible) per tensor, % A-C (NaN when nothing is kept), and
+    the convolution channels that are still on an input-to-output path.
     """
     missing = [name for name in PRUNABLE if name not in weights]
     if missing:
@@ -53,14 +61,59 @@ def one_shot_connectivity(
             masks = scoped_topk_masks(magnitudes, rate, scope)
             report = analyze({name: weights[name].detach() * masks[name] for name in PRUNABLE},
                              config)  # fmt: skip
+            alive = report.accessible["channels"] & report.coaccessible["channels"]
             row: dict[str, object] = {
                 "scope": scope,
                 "rate (%)": 100.0 * rate,
                 "kept": report.total_kept,
                 "% A-C": round(report.percent_ac, 2),
+                "live channels": int(alive.sum()),
             }
             for name in PRUNABLE:
                 row[f"{name} kept"] = report.kept[name]
                 row[f"{name} effective"] = report.effective[name]
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def load_one_shot(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The rows that ``tcmp disconnect --json`` wrote (one per network, scope and rate)."""
+    source = Path(path)
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{source}: expected the JSON of tcmp disconnect ({detail})") from None
+    rows = document.get("rows") if isinstance(document, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{source}: expected a non-empty list 'rows' (tcmp disconnect --json)")
+    return pd.DataFrame(rows)
+
+
+def summarize_one_shot(rows: pd.DataFrame) -> pd.DataFrame:
+    """% A-C per scope and rate over networks: mean, std, min, max (and the network count)."""
+    grouped = rows.groupby(["scope", "rate (%)"])["% A-C"]
+    table = grouped.agg(["mean", "std", "min", "max", "count"]).round(2)
+    return table.rename(columns={"count": "networks"}).reset_index()
+
+
+def plot_one_shot(summary: pd.DataFrame, reference: pd.DataFrame | None = None) -> Figure:
+    """% A-C against the rate, one line per scope (mean, min-max band); ``reference`` (rows
+    of :func:`one_shot_connectivity`) adds dashed lines, e.g. an untrained network."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for scope, rows in summary.groupby("scope", sort=False):
+        line = ax.plot(rows["rate (%)"], rows["mean"], marker="o", label=f"{scope} (trained)")
+        ax.fill_between(rows["rate (%)"], rows["min"], rows["max"], alpha=0.2,
+                        color=line[0].get_color())  # fmt: skip
+    if reference is not None:
+        for scope, rows in reference.groupby("scope", sort=False):
+            ax.plot(rows["rate (%)"], rows["% A-C"], "--", marker="x", label=f"{scope} (untrained)")
+    ax.set_xlabel("pruning rate (%)")
+    ax.set_ylabel("% A-C of the kept weights")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -67,3 +67,30 @@ def test_cli_disconnect_reads_dense_networks_and_refuses_pruned_ones(
     save_compact(pruned, tmp_path / "pruned")
     assert main(["disconnect", str(tmp_path / "pruned")]) == 2
     assert "expected a dense network" in capsys.readouterr().err
+
+
+def test_one_shot_rows_load_summarize_and_plot(tmp_path: Path) -> None:
+    from tcmplib.disconnection import load_one_shot, plot_one_shot, summarize_one_shot
+
+    rows = [
+        {"network": n, "scope": scope, "rate (%)": 99.0, "% A-C": value}
+        for n, scope, value in (
+            ("a", "global", 90.0),
+            ("b", "global", 80.0),
+            ("a", "per-tensor", 50.0),
+        )
+    ]
+    path = tmp_path / "one-shot.json"
+    path.write_text(json.dumps({"rows": rows}))
+    summary = summarize_one_shot(load_one_shot(path)).set_index("scope")
+    assert summary.loc["global", ["mean", "min", "max", "networks"]].tolist() == [
+        85.0,
+        80.0,
+        90.0,
+        2,
+    ]
+    assert summary.loc["per-tensor", "networks"] == 1
+    plot_one_shot(summary.reset_index())
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="one-shot.json"):
+        load_one_shot(path)
