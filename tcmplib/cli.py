@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cv(commands, "cross-validate training recipes on the training split")
     _add_export(commands, "write a saved compact network as a sparse file and/or ONNX")
-    _add_disconnect(commands, "% A-C of one-shot magnitude pruning of trained dense networks")
+    _add_disconnect(commands, "%% A-C of one-shot magnitude pruning of trained dense networks")
     return parser
 
 
