@@ -513,21 +513,26 @@ def _read_description(path: Path) -> tuple[GCNConfig, KeptIndices, dict[str, Any
     return _parse_description(_read_json(path, "a compact-model description"), path)
 
 
+def check_format(document: Mapping[str, Any], name: str, version: int, path: Path) -> None:
+    """A one-line :class:`CompactFormatError` unless ``document`` declares format ``name``
+    at ``version`` (the files of this module and of :mod:`tcmplib.sparse_file`)."""
+    if document.get("format") != name:
+        raise CompactFormatError(
+            f'{path}: expected "format": "{name}", got {document.get("format")!r}'
+        )
+    if document.get("format_version") != version:
+        raise CompactFormatError(
+            f'{path}: expected "format_version": {version}, got {document.get("format_version")!r}'
+        )
+
+
 def _parse_description(
     description: Any, path: Path
 ) -> tuple[GCNConfig, KeptIndices, dict[str, Any]]:
     """Check a description (the content of ``compact.json``); ``path`` names it in errors."""
     if not isinstance(description, dict):
         raise CompactFormatError(f"{path}: expected a JSON object at the top level")
-    if description.get("format") != FORMAT_NAME:
-        raise CompactFormatError(
-            f'{path}: expected "format": "{FORMAT_NAME}", got {description.get("format")!r}'
-        )
-    if description.get("format_version") != FORMAT_VERSION:
-        raise CompactFormatError(
-            f'{path}: expected "format_version": {FORMAT_VERSION}, got '
-            f"{description.get('format_version')!r}"
-        )
+    check_format(description, FORMAT_NAME, FORMAT_VERSION, path)
     for key in ("config", "kept", "tensors"):
         if not isinstance(description.get(key), dict):
             raise CompactFormatError(f"{path}: expected an object under {key!r}")

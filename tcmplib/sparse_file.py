@@ -79,6 +79,7 @@ from tcmplib.compact import (
     _config_json,
     _expected_shapes,
     _parse_description,
+    check_format,
 )
 from tcmplib.model import PRUNABLE, GCNConfig
 
@@ -317,15 +318,7 @@ def load_sparse(path: str | Path) -> CompactGCN:
             f"{path}: expected a safetensors file ({_one_line(error)})"
         ) from None
     description = _read_description(data, path)
-    if description.get("format") != SPARSE_FORMAT_NAME:
-        raise CompactFormatError(
-            f'{path}: expected "format": "{SPARSE_FORMAT_NAME}", got {description.get("format")!r}'
-        )
-    if description.get("format_version") != SPARSE_FORMAT_VERSION:
-        raise CompactFormatError(
-            f'{path}: expected "format_version": {SPARSE_FORMAT_VERSION}, got '
-            f"{description.get('format_version')!r}"
-        )
+    check_format(description, SPARSE_FORMAT_NAME, SPARSE_FORMAT_VERSION, path)
     if description.get("sha256") != _digest(description, tensors):
         raise CompactFormatError(
             f"{path}: expected the sha256 digest the description records; the description "

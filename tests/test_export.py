@@ -13,6 +13,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import onnx  # noqa: E402
+from compact_factory import random_compact  # noqa: E402
 
 from tcmplib.cli import main  # noqa: E402
 from tcmplib.compact import CompactGCN, compact_model, save_compact  # noqa: E402
@@ -27,19 +28,13 @@ from tcmplib.sparse_file import load_sparse  # noqa: E402
 TINY = GCNConfig(nodes=5, d_in=6, heads=3, qk_dim=3, channels=5, classes=4)
 #: The attention neighbourhood needs the hand's 21 joints.
 TINY_HAND = GCNConfig(nodes=21, d_in=6, heads=3, qk_dim=3, channels=5, classes=4, neighbourhood=2)
+
+
+def random_compact_network(config: GCNConfig, seed: int, keep: float) -> CompactGCN:
+    return random_compact(config, seed, keep)[1]
+
+
 TOLERANCE = 1e-5
-
-
-def random_compact(config: GCNConfig, seed: int, keep: float) -> CompactGCN:
-    """Glorot weights, each kept with probability ``keep``, compacted."""
-    torch.manual_seed(seed)
-    model = AttentionGCN(config)
-    generator = torch.Generator().manual_seed(seed)
-    masks = {
-        name: torch.rand(shape, generator=generator) < keep
-        for name, shape in config.weight_shapes().items()
-    }
-    return compact_model(model, masks)
 
 
 def inputs(config: GCNConfig, batch: int, seed: int = 1) -> torch.Tensor:
@@ -65,7 +60,7 @@ def assert_onnx_matches(
 def test_tiny_pruned_network_runs_the_same_in_onnxruntime(
     tmp_path: Path, config: GCNConfig, keep: float
 ) -> None:
-    compact = random_compact(config, 0, keep)
+    compact = random_compact_network(config, 0, keep)
     path = export_onnx(compact, tmp_path / "net.onnx")
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
@@ -81,7 +76,7 @@ def test_tiny_pruned_network_runs_the_same_in_onnxruntime(
 def test_full_size_99_percent_runs_the_same_in_onnxruntime(
     tmp_path: Path, neighbourhood: int | None
 ) -> None:
-    compact = random_compact(GCNConfig(neighbourhood=neighbourhood), 0, 0.01)
+    compact = random_compact_network(GCNConfig(neighbourhood=neighbourhood), 0, 0.01)
     assert len(compact.kept.fc_inputs) < compact.config.fc_in
     assert_onnx_matches(compact, export_onnx(compact, tmp_path / "net.onnx"))
 
@@ -109,7 +104,7 @@ def test_live_head_without_query_key_pairs_exports(tmp_path: Path) -> None:
 
 
 def test_inputs_and_weights_are_checked(tmp_path: Path) -> None:
-    compact = random_compact(TINY, 0, 0.5)
+    compact = random_compact_network(TINY, 0, 0.5)
     path = export_onnx(compact, tmp_path / "net.onnx")
     with pytest.raises(ValueError, match="inputs: expected float32 of shape"):
         run_onnx(path, np.zeros((2, TINY.nodes, TINY.d_in)))
@@ -129,7 +124,7 @@ def test_inputs_and_weights_are_checked(tmp_path: Path) -> None:
 
 
 def test_onnx_latency_has_the_shape_of_torch_latency(tmp_path: Path) -> None:
-    compact = random_compact(TINY, 0, 0.5)
+    compact = random_compact_network(TINY, 0, 0.5)
     path = export_onnx(compact, tmp_path / "net.onnx")
     stats = measure_onnx_latency(path, inputs(TINY, 4), repeats=5, warmup=1, threads=1)
     assert stats.repeats == 5 and stats.batch == 4 and stats.threads == 1
@@ -143,7 +138,7 @@ def test_onnx_latency_has_the_shape_of_torch_latency(tmp_path: Path) -> None:
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> tuple[Path, CompactGCN]:
-    compact = random_compact(TINY_HAND, 3, 0.3)
+    compact = random_compact_network(TINY_HAND, 3, 0.3)
     save_compact(compact, tmp_path / "model")
     return tmp_path / "model", compact
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from compact_factory import random_compact
 from safetensors.numpy import load
 from safetensors.numpy import save as save_numpy
 from safetensors.torch import save as save_torch
@@ -34,18 +35,6 @@ from tcmplib.sparse_file import (
 
 #: Sizes whose bitmaps end in padding bits: 42 dense-layer inputs, and wv is 5 x 7 below.
 SMALL = GCNConfig(nodes=3, d_in=5, heads=2, qk_dim=3, channels=7, classes=3)
-
-
-def random_compact(config: GCNConfig, seed: int, keep: float) -> tuple[AttentionGCN, CompactGCN]:
-    """A network with Glorot weights, each kept with probability ``keep``, and its compaction."""
-    torch.manual_seed(seed)
-    model = AttentionGCN(config)
-    generator = torch.Generator().manual_seed(seed)
-    masks = {
-        name: torch.rand(shape, generator=generator) < keep
-        for name, shape in config.weight_shapes().items()
-    }
-    return model, compact_model(model, masks)
 
 
 def inputs(config: GCNConfig, batch: int = 6, seed: int = 0) -> torch.Tensor:
