@@ -392,6 +392,12 @@ def _add_cv(commands: argparse._SubParsersAction[argparse.ArgumentParser], summa
         "candidates", choices=sorted(CANDIDATES), help="the named set of candidate recipes"
     )
     cv.add_argument("--folds", type=_positive_int, default=3, help="k of k-fold (default 3)")
+    cv.add_argument(
+        "--splits",
+        type=_positive_int,
+        default=1,
+        help="stratified splits into k folds, each run in full (repeated k-fold; default 1)",
+    )
     cv.add_argument("--epochs", type=_positive_int, default=300, help="epochs per fold run")
     # The recipe search is about the real data: FPHA unless told otherwise.
     _add_options(
@@ -423,6 +429,7 @@ def _run_cv(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         dataset=args.dataset,
+        splits=args.splits,
         root=args.fpha_root,
         device=args.device,
         workers=args.workers,

@@ -129,6 +129,10 @@ class FoldConfig:
     epochs: int = 300
     seed: int = 0
     dataset: str = "fpha"
+    #: Which stratified split into folds (the seed of :func:`stratified_folds`): repeated
+    #: k-fold cross-validation draws several, so a candidate's mean rests on more held-out
+    #: folds than ``k``.
+    split: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.folds, int) or self.folds < 2:
@@ -139,6 +143,8 @@ class FoldConfig:
             raise ValueError(f"epochs: expected a positive integer, got {self.epochs!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.split, int) or isinstance(self.split, bool) or self.split < 0:
+            raise ValueError(f"split: expected an integer >= 0, got {self.split!r}")
 
     def train_config(self, device: str = "auto") -> Any:
         from tcmplib.train import TrainConfig
@@ -164,6 +170,9 @@ class FoldConfig:
             "folds": self.folds,
             "seed": self.seed,
             "train": schedule,
+            # Split 0 is the one every record made before repeated splits used: it stays
+            # out of the identity, so those records keep their names and are reused.
+            **({"split": self.split} if self.split else {}),
         }
 
     @property
@@ -173,7 +182,8 @@ class FoldConfig:
 
     @property
     def name(self) -> str:
-        return f"fold{self.fold}of{self.folds}_e{self.epochs}_s{self.seed}_{self.hash}"
+        split = f"_split{self.split}" if self.split else ""
+        return f"fold{self.fold}of{self.folds}{split}_e{self.epochs}_s{self.seed}_{self.hash}"
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -204,7 +214,7 @@ def fold_dataset(config: FoldConfig, root: str | os.PathLike[str] | None = None)
     fpha_root = None if root is None else Path(root)
     raw = load_fpha(fpha_root) if config.dataset == "fpha" else generate_synthetic(config.seed)
     train = np.flatnonzero(raw.is_train)
-    fold_of = stratified_folds(raw.labels[train], config.folds)
+    fold_of = stratified_folds(raw.labels[train], config.folds, seed=config.split)
     split = SkeletonSequences(
         name=f"{raw.name}-cv",
         sequences=tuple(raw.sequences[i] for i in train),
@@ -297,10 +307,13 @@ def candidate_runs(
     epochs: int = 300,
     seed: int = 0,
     dataset: str = "fpha",
+    splits: int = 1,
 ) -> list[tuple[str, FoldConfig]]:
-    """Every (label, fold run) of ``candidates``, fold by fold."""
+    """Every (label, fold run) of ``candidates`` over ``splits`` stratified splits, split by
+    split and fold by fold."""
     return [
-        (label, FoldConfig(recipe, fold, folds, epochs, seed, dataset))
+        (label, FoldConfig(recipe, fold, folds, epochs, seed, dataset, split))
+        for split in range(splits)
         for fold in range(folds)
         for label, recipe in candidates.items()
     ]
@@ -334,6 +347,7 @@ def cross_validate(
     epochs: int = 300,
     seed: int = 0,
     dataset: str = "fpha",
+    splits: int = 1,
     root: str | os.PathLike[str] | None = None,
     device: str = "auto",
     workers: int | None = None,
@@ -348,7 +362,9 @@ def cross_validate(
     """
     from tcmplib.sweep import KERNEL_ENV, _environment, _run_dask, _run_local
 
-    runs = candidate_runs(candidates, folds=folds, epochs=epochs, seed=seed, dataset=dataset)
+    runs = candidate_runs(
+        candidates, folds=folds, epochs=epochs, seed=seed, dataset=dataset, splits=splits
+    )
     configs = list(dict.fromkeys(config for _, config in runs))
     done = [c for c in configs if record_path(results_dir, c).is_file()]
     missing = [c for c in configs if c not in done]
@@ -367,7 +383,7 @@ def cross_validate(
             if workers is None
             else _run_dask(task, missing, progress=progress, scheduler=None, workers=workers)  # type: ignore[arg-type]
         )
-        for config, error in outcomes:
+        for _config, error in outcomes:
             if error is not None:
                 summary["failed"].append(error)
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,31 @@ def test_a_fold_runs_identity_holds_the_whole_recipe() -> None:
 
     identity = FoldConfig(AS_WRITTEN, 0).identity()
     assert identity["recipe"] == asdict(AS_WRITTEN)  # defaults included
+
+
+def test_repeated_splits_draw_other_folds_and_leave_split_0_named_as_before() -> None:
+    labels = np.repeat(np.arange(45), 13)
+    assert not np.array_equal(
+        stratified_folds(labels, 3, seed=0), stratified_folds(labels, 3, seed=1)
+    )
+    # Every committed fold record was made on split 0: rebuilt from its identity, its
+    # config still has the record's name, so repeated CV reuses it.
+    path = sorted((Path(__file__).parent.parent / "results" / "fpha-cv").glob("fold*.json"))[0]
+    identity = json.loads(path.read_text())["identity"]
+    config = FoldConfig(
+        Recipe(**identity["recipe"]), identity["fold"], identity["folds"],
+        identity["train"]["epochs"], identity["seed"], identity["dataset"],
+    )  # fmt: skip
+    assert config.name == path.stem and "split" not in config.identity()
+    other = replace(config, split=1)
+    assert other.identity()["split"] == 1 and other.hash != config.hash
+    assert "_split1_" in other.name
+    with pytest.raises(ValueError, match="split: expected an integer >= 0"):
+        replace(config, split=-1)
+
+
+def test_candidate_runs_cover_every_split_and_fold() -> None:
+    from tcmplib.select import candidate_runs
+
+    runs = candidate_runs({"a": AS_WRITTEN}, folds=3, splits=2, dataset="synthetic")
+    assert [(c.split, c.fold) for _, c in runs] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
