@@ -88,6 +88,17 @@ STARTED_FILE = "started.json"
 _SHORT_FIELDS = ("dataset", "method", "rate", "seed", "profile", "recipe")
 
 
+def identity_options(options: Any) -> dict[str, Any]:
+    """A method's options as its run identity holds them: every field, except one marked
+    ``metadata={"identity": "unless-default"}`` that is at its default (an option added after
+    records existed, whose default reproduces them, so that their names stay valid)."""
+    values = asdict(options)
+    for item in fields(options):
+        if item.metadata.get("identity") == "unless-default" and values[item.name] == item.default:
+            del values[item.name]
+    return values
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What one run computes. ``method="baseline"`` trains the dense network (rate 0).
@@ -169,7 +180,7 @@ class RunConfig:
             "rate": self.rate,
             "seed": self.seed,
             "profile": self.profile,
-            "options": asdict(self.method_options()),
+            "options": identity_options(self.method_options()),
             "recipe": asdict(self.recipe_options()),
             "model": self.model_config(),
             "train": self.train_schedule(),

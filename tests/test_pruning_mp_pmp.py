@@ -270,3 +270,33 @@ def test_one_shot_mp_per_tensor_prunes_every_tensor_at_the_rate() -> None:
     assert result.report.options["scope"] == "per-tensor"
     with pytest.raises(ValueError, match="OneShotOptions.scope"):
         METHODS["mp-oneshot"].options_class(scope="layer")
+
+
+def test_relaxed_mp_per_tensor_meets_every_tensors_budget() -> None:
+    from tcmplib.pruning.masks import keep_count
+
+    result = prune(
+        "mp", build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False,
+        scope="per-tensor",
+    )  # fmt: skip
+    masks = masks_from_model(result.model)
+    shapes = TINY.weight_shapes()
+    for name, mask in masks.items():
+        assert int(mask.sum()) <= keep_count(math.prod(shapes[name]), 0.75)
+    assert {"t0_wq", "t0_fc", "initial_threshold_wv"} <= set(result.report.details)
+    with pytest.raises(ValueError, match="MPOptions.scope"):
+        METHODS["mp"].options_class(scope="layer")
+
+
+def test_an_option_added_later_stays_out_of_the_identity_at_its_default() -> None:
+    from tcmplib.run import RunConfig
+
+    plain = RunConfig(dataset="synthetic", method="mp", rate=0.99, seed=0, profile="smoke")
+    scoped = RunConfig(
+        dataset="synthetic", method="mp", rate=0.99, seed=0, profile="smoke",
+        options={"scope": "per-tensor"},
+    )  # fmt: skip
+    assert "scope" not in plain.identity()["options"]
+    assert scoped.identity()["options"]["scope"] == "per-tensor"
+    assert scoped.hash != plain.hash
+    assert "budget_weight" in plain.identity()["options"], "the other options all stay"

@@ -41,6 +41,12 @@ where ``N`` is the number of weights of the network. Choices the paper leaves op
   it. Without the cap (the code of the runs in ``results/fpha-paper-superseded``), TCMP at
   99% on FPHA at paper scale (same mechanism, smaller ``T``) held its budget for 2,000
   epochs and then lost it within 50 (chapter 8).
+* **Budget scope** (``scope``). ``"global"``: Eq. 1 as written, one budget and one
+  temperature for the whole network. ``"per-tensor"``: the same rate in every tensor (as
+  ``torch.nn.utils.prune`` and Han et al. prune), one term ``lambda ((sum psi_i - c_i) /
+  N_i)^2`` per tensor, each tensor's temperature tied to its own initial threshold, the
+  learning rate under the narrowest of the tensors' bands, and the final projection per
+  tensor (:mod:`tcmplib.disconnection` says why the scope matters).
 * **Final crisp network.** However short the training, the rate must be met exactly: at the
   end the relaxed weights ``W * psi(W)`` are baked in and the global top-``c`` by magnitude
   are kept with a :class:`~tcmplib.pruning.masks.FixedMask` (``|w psi(w)|`` is increasing in
@@ -63,7 +69,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +89,7 @@ from tcmplib.pruning.masks import (
     attach,
     band_lr_ceiling,
     detach,
+    keep_count,
     scoped_topk_masks,
     topk_masks,
 )
@@ -119,12 +126,17 @@ class MPOptions:
     t0_scale: float = 1.0  # T0 = t0_scale * q^2, q = initial magnitude of the c-th largest weight
     t_end_ratio: float = 0.1  # T_end = T0 * t_end_ratio, reached at the last epoch
     band_steps: float = 2.0  # learning rate <= sqrt(T ln 3) / band_steps
+    # "global" (Eq. 1) or "per-tensor" (the same rate in every tensor). Added after the MP
+    # records existed: at its default it stays out of the run identity, which keeps theirs.
+    scope: str = field(default="global", metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         check_positive("MPOptions", "budget_weight", self.budget_weight)
         check_positive("MPOptions", "band_steps", self.band_steps)
         check_positive("MPOptions", "t0_scale", self.t0_scale)
         check_positive("MPOptions", "t_end_ratio", self.t_end_ratio)
+        if self.scope not in SCOPES:
+            raise ValueError(f"MPOptions.scope: expected one of {SCOPES}, got {self.scope!r}")
         if self.t_end_ratio > 1:
             raise ValueError(
                 f"MPOptions.t_end_ratio: expected a number in (0, 1] (T only decreases), "
@@ -186,52 +198,87 @@ def project_top_k(model: AttentionGCN, keep: int) -> dict[str, Tensor]:
     return masks
 
 
-@dataclass(eq=False)
-class _RelaxedMPHook(NoOpHook):
-    """Anneals T, adds the normalised budget term of Eq. 1, projects to top-c at the end."""
+@dataclass(frozen=True)
+class _Budget:
+    """One budget of relaxed MP: its tensors, the weights to keep among them, and the
+    temperature schedule tied to their initial magnitudes."""
 
-    masks: dict[str, RelaxedMagnitudeMask]
+    names: tuple[str, ...]
     keep: int
-    total: int
+    size: int
     t0: float
     t_end: float
+
+    def temperature(self, epoch: int, epochs: int) -> float:
+        return linear_temperature(epoch, epochs, self.t0, self.t_end)
+
+
+@dataclass(eq=False)
+class _RelaxedMPHook(NoOpHook):
+    """Anneals T, adds the normalised budget term of Eq. 1, projects to top-c at the end.
+
+    One budget for the whole network (``scope="global"``, Eq. 1), or one per tensor, each
+    with its own temperature and its own term ``lambda ((sum psi_i - c_i) / N_i)^2``.
+    """
+
+    masks: dict[str, RelaxedMagnitudeMask]
+    budgets: list[_Budget]
+    total: int
     budget_weight: float
     band_steps: float
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
-        temperature = linear_temperature(epoch, epochs, self.t0, self.t_end)
-        for mask in self.masks.values():
-            mask.temperature = temperature
+        for budget in self.budgets:
+            temperature = budget.temperature(epoch, epochs)
+            for name in budget.names:
+                self.masks[name].temperature = temperature
 
     def lr_ceiling(self, epoch: int, epochs: int) -> float:
-        temperature = linear_temperature(epoch, epochs, self.t0, self.t_end)
-        return band_lr_ceiling(temperature, self.band_steps)
+        # The narrowest band bounds every step: Adam's steps are of one size for all weights.
+        return min(
+            band_lr_ceiling(budget.temperature(epoch, epochs), self.band_steps)
+            for budget in self.budgets
+        )
 
     def extra_loss(self, model: nn.Module) -> tuple[Tensor, dict[str, float]]:
         assert isinstance(model, AttentionGCN)
         weights = model.prunable()
-        soft_kept = sum(self.masks[name].mask(w).sum() for name, w in weights.items())
-        assert isinstance(soft_kept, Tensor)
-        gap = (soft_kept - self.keep) / self.total  # = target rate - soft rate
-        budget = self.budget_weight * gap.square()
-        temperature = next(iter(self.masks.values())).temperature
+        soft_parts: list[Tensor] = []
+        budget_term: Tensor | float = 0.0
+        for budget in self.budgets:
+            part = sum(self.masks[name].mask(weights[name]).sum() for name in budget.names)
+            assert isinstance(part, Tensor)
+            soft_parts.append(part)
+            gap = (part - budget.keep) / budget.size  # = target rate - soft rate
+            budget_term = budget_term + self.budget_weight * gap.square()
+        assert isinstance(budget_term, Tensor)
         with torch.no_grad():
             hard_kept = sum(
-                int((w.square() >= _HALF_KEPT * temperature).sum()) for w in weights.values()
+                int((w.square() >= _HALF_KEPT * self.masks[name].temperature).sum())
+                for name, w in weights.items()
             )
-        soft = float(soft_kept.detach())
+        soft = sum(float(part.detach()) for part in soft_parts)
         logs = {
-            "temperature": temperature,
+            "temperature": self.masks[self.budgets[0].names[0]].temperature,
             "soft_kept": soft,
             "soft_rate": 1.0 - soft / self.total,
             "hard_rate": 1.0 - hard_kept / self.total,
-            "budget": float(budget.detach()),
+            "budget": float(budget_term.detach()),
         }
-        return budget, logs
+        return budget_term, logs
 
     def on_train_end(self, model: nn.Module) -> None:
         assert isinstance(model, AttentionGCN)
-        project_top_k(model, self.keep)
+        if len(self.budgets) == 1:
+            project_top_k(model, self.budgets[0].keep)
+            return
+        detach(model, bake=True)
+        weights = model.prunable()
+        masks: dict[str, Tensor] = {}
+        for budget in self.budgets:
+            scores = {name: weights[name].abs() for name in budget.names}
+            masks.update(topk_masks(scores, budget.keep))
+        attach(model, {name: FixedMask(mask) for name, mask in masks.items()})
 
 
 class RelaxedMP(PruningMethod):
@@ -244,16 +291,29 @@ class RelaxedMP(PruningMethod):
     style = ("#E69F00", "o")
 
     def prune(self, job: Job) -> PruneResult:
-        gcn, opts, keep = job.model, job.options, job.keep
-        q = magnitude_threshold(gcn.prunable(), keep)
-        t0 = initial_temperature(self.name, q, keep, opts.t0_scale)
-        masks = {name: RelaxedMagnitudeMask(t0) for name in PRUNABLE}
+        gcn, opts = job.model, job.options
+        weights = gcn.prunable()
+        groups = [PRUNABLE] if opts.scope == "global" else [(name,) for name in PRUNABLE]
+        budgets: list[_Budget] = []
+        details: dict[str, float] = {}
+        for names in groups:
+            size = sum(weights[name].numel() for name in names)
+            keep = job.keep if opts.scope == "global" else keep_count(size, job.rate)
+            q = magnitude_threshold({name: weights[name] for name in names}, keep)
+            t0 = initial_temperature(self.name, q, keep, opts.t0_scale)
+            budgets.append(_Budget(names, keep, size, t0, t0 * opts.t_end_ratio))
+            suffix = "" if opts.scope == "global" else f"_{names[0]}"
+            details |= {f"t0{suffix}": t0, f"t_end{suffix}": t0 * opts.t_end_ratio,
+                        f"initial_threshold{suffix}": q}  # fmt: skip
+        masks = {
+            name: RelaxedMagnitudeMask(budget.t0) for budget in budgets for name in budget.names
+        }
         attach(gcn, masks)
-        total = gcn.num_weights()
-        t_end = t0 * opts.t_end_ratio
-        hook = _RelaxedMPHook(masks, keep, total, t0, t_end, opts.budget_weight, opts.band_steps)
+        hook = _RelaxedMPHook(
+            masks, budgets, gcn.num_weights(), opts.budget_weight, opts.band_steps
+        )
         trained = job.train(hook)
-        return job.result(trained, {"t0": t0, "t_end": t_end, "initial_threshold": q})
+        return job.result(trained, details)
 
 
 class OneShotMP(TwoPhaseMethod):
