@@ -686,8 +686,9 @@ class CompactStructure:
         dense network's initial scale (Glorot-uniform bounds of each original tensor).
 
         The scale matters, the values do not: with N(0, 1) weights the attention scores
-        reach the hundreds, softmax underflows into denormal floats, and every product that
-        reads them ran 5-10x slower on this CPU than the same network at a trained scale.
+        reach the hundreds and softmax underflows into denormal floats; at batch 575 a 99%
+        network's softmax then took 5.6x and its whole forward pass 2.6x the time of the
+        same network at a trained scale, on this CPU.
         """
         generator = torch.Generator().manual_seed(seed)
         original = self.config.weight_shapes()
