@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tcmplib.model import PRUNABLE, GCNConfig
-from tcmplib.pruning import METHODS, prune
+from tcmplib.pruning import METHODS, PruneResult, prune
 from tcmplib.pruning.mp import linear_temperature, project_top_k
 from tcmplib.pruning.pmp import Prior, band_stop, geometric_steepness, magnitude_order
 from tcmplib.topology import analyze, masks_from_model
@@ -256,33 +256,29 @@ def test_pmp_latent_weights_are_exempt_from_weight_decay_unless_asked() -> None:
         METHODS["pmp"].options_class(latent_decay=1)
 
 
-def test_one_shot_mp_per_tensor_prunes_every_tensor_at_the_rate() -> None:
+def prune_per_tensor(method: str) -> PruneResult:
+    """``method`` at 75% per tensor on the tiny network; every tensor within its budget."""
     from tcmplib.pruning.masks import keep_count
 
     result = prune(
-        "mp-oneshot", build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False,
+        method, build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False,
         scope="per-tensor",
     )  # fmt: skip
-    masks = masks_from_model(result.model)
     shapes = TINY.weight_shapes()
-    for name, mask in masks.items():
+    for name, mask in masks_from_model(result.model).items():
         assert int(mask.sum()) <= keep_count(math.prod(shapes[name]), 0.75)
+    return result
+
+
+def test_one_shot_mp_per_tensor_prunes_every_tensor_at_the_rate() -> None:
+    result = prune_per_tensor("mp-oneshot")
     assert result.report.options["scope"] == "per-tensor"
     with pytest.raises(ValueError, match="OneShotOptions.scope"):
         METHODS["mp-oneshot"].options_class(scope="layer")
 
 
 def test_relaxed_mp_per_tensor_meets_every_tensors_budget() -> None:
-    from tcmplib.pruning.masks import keep_count
-
-    result = prune(
-        "mp", build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False,
-        scope="per-tensor",
-    )  # fmt: skip
-    masks = masks_from_model(result.model)
-    shapes = TINY.weight_shapes()
-    for name, mask in masks.items():
-        assert int(mask.sum()) <= keep_count(math.prod(shapes[name]), 0.75)
+    result = prune_per_tensor("mp")
     assert {"t0_wq", "t0_fc", "initial_threshold_wv"} <= set(result.report.details)
     with pytest.raises(ValueError, match="MPOptions.scope"):
         METHODS["mp"].options_class(scope="layer")
