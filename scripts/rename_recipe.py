@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tcmplib.recipe import get_recipe
 from tcmplib.records import read_folder, write_record
+from tcmplib.run import identity_options
 
 
 def rename(folder: Path, old: str, new: str) -> Path:
@@ -31,7 +32,7 @@ def rename(folder: Path, old: str, new: str) -> Path:
     target = folder.with_name(folder.name[: -len(old)] + new)
     if target.exists():
         raise ValueError(f"{target}: exists already")
-    recipe = asdict(get_recipe(new))
+    recipe = identity_options(get_recipe(new))
     records = read_folder(folder)
     for path, record in records:
         if record.config.recipe != old:

@@ -4,7 +4,8 @@ Zeros in dense tensors save neither time nor memory; removing *dead units* does.
 exact topology of :mod:`tcmplib.topology`, :func:`compact_model` keeps only
 
 * the value-path input features that feed a live channel (rows of ``wv``),
-* live convolution channels (columns of ``wv``),
+* live convolution channels (columns of ``wv``; with per-head filters, the columns of its
+  (d_in x heads*channels) view, channel ``h * channels + c`` being head ``h``'s ``c``),
 * live heads, i.e. heads with an effective ``fc`` edge (their ``wq``/``wk`` slices),
 * per live head, the query/key column pairs whose two columns both keep an entry,
 * live dense-layer inputs ``(n, h, c)`` (rows of ``fc``).
@@ -51,7 +52,7 @@ from torch import Tensor, nn
 
 from tcmplib.fused import convolve_dense
 from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, neighbourhood_mask
-from tcmplib.topology import analyze
+from tcmplib.topology import analyze, value_view
 
 __all__ = [
     "FORMAT_NAME",
@@ -97,7 +98,8 @@ class KeptIndices:
 
     #: Input features read by ``wv`` (rows of ``wv`` kept).
     value_inputs: tuple[int, ...]
-    #: Convolution channels (columns of ``wv``).
+    #: Convolution channels (columns of ``wv``; per-head filters: of its (d_in x heads *
+    #: channels) view, :func:`tcmplib.topology.value_view`).
     channels: tuple[int, ...]
     #: Live heads.
     heads: tuple[int, ...]
@@ -135,6 +137,8 @@ def _config_json(config: GCNConfig) -> dict[str, object]:
     del fields["dropout"]
     if fields["neighbourhood"] is None:
         del fields["neighbourhood"]
+    if fields["values"] == "shared":
+        del fields["values"]
     return fields
 
 
@@ -207,7 +211,9 @@ class CompactGCN(nn.Module):
         for flat in kept.fc_inputs:
             node, rest = divmod(flat, config.heads * config.channels)
             head, channel = divmod(rest, config.channels)
-            inputs.append((node, head_position[head], channel_position[channel]))
+            # Per-head filters: input (n, h, c) reads value column h * channels + c = rest.
+            column = rest if config.per_head else channel
+            inputs.append((node, head_position[head], channel_position[column]))
         rows = sorted({(node, head) for node, head, _ in inputs})
         row_position = {row: i for i, row in enumerate(rows)}
         channels = len(kept.channels)
@@ -363,14 +369,18 @@ def multiply_adds(config: GCNConfig, kept: KeptIndices | None = None) -> dict[st
     if kept is None:
         heads, width, channels = config.heads, config.qk_dim, config.channels
         inputs, rows, dense_inputs = config.d_in, config.heads * nodes, config.fc_in
+        # Per-head filters: every head's own columns, each row against its head's only.
+        columns = config.value_columns
     else:
+        # A compact row is computed against every kept column (per-head filters included).
         heads, width, channels = len(kept.heads), kept.qk_width, len(kept.channels)
+        columns = channels
         inputs = len(kept.value_inputs)
         rows = len(CompactGCN._feature_indices(config, kept)[0])
         dense_inputs = len(kept.fc_inputs)
     return {
         "attention": nodes * config.d_in * 2 * heads * width + heads * nodes * nodes * width,
-        "values": nodes * inputs * channels,
+        "values": nodes * inputs * columns,
         "convolution": rows * nodes * channels,
         "dense": dense_inputs * classes,
     }
@@ -437,7 +447,7 @@ def compact_model(model: AttentionGCN, masks: Mapping[str, Tensor] | None = None
     tensors = {
         "wq": wq,
         "wk": wk,
-        "wv": weights["wv"][value_inputs][:, channels],
+        "wv": value_view(weights["wv"], config)[value_inputs][:, channels],
         "fc": weights["fc"][torch.tensor(kept.fc_inputs, dtype=torch.int64)],
     }
     return CompactGCN(config, kept, tensors)
@@ -538,11 +548,11 @@ def _parse_description(
             raise CompactFormatError(f"{path}: expected an object under {key!r}")
     config_fields = set(GCNConfig.__dataclass_fields__)
     # The recipe's options came later and change no shape: files written before them load.
-    required = config_fields - {"dropout", "neighbourhood"}
+    required = config_fields - {"dropout", "neighbourhood", "values"}
     if not required <= set(description["config"]) <= config_fields:
         raise CompactFormatError(
             f"{path}: config: expected the keys {sorted(required)} (and optionally dropout, "
-            f"neighbourhood), got {sorted(description['config'])}"
+            f"neighbourhood, values), got {sorted(description['config'])}"
         )
     try:
         config = GCNConfig(**description["config"])
@@ -552,7 +562,7 @@ def _parse_description(
     kept_json = description["kept"]
     axes = {
         "value_inputs": config.d_in,
-        "channels": config.channels,
+        "channels": config.value_columns,
         "heads": config.heads,
         "fc_inputs": config.fc_in,
     }
@@ -575,8 +585,9 @@ def _parse_description(
     )
     heads, channels = set(indices["heads"]), set(indices["channels"])
     for flat in indices["fc_inputs"]:
-        head, channel = divmod(flat % (config.heads * config.channels), config.channels)
-        if head not in heads or channel not in channels:
+        rest = flat % (config.heads * config.channels)
+        head, channel = divmod(rest, config.channels)
+        if head not in heads or (rest if config.per_head else channel) not in channels:
             raise CompactFormatError(
                 f"{path}: kept.fc_inputs: input {flat} (head {head}, channel {channel}) "
                 "expected to belong to a kept head and a kept channel"

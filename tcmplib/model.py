@@ -12,6 +12,13 @@ For head k and node signals X (nodes x d_in)::
     H_k = ReLU(A_k X Wv)                      # nodes x channels
     logits = vec([H_1 ... H_heads]) Wfc        # flattened in (node, head, channel) order
 
+The value projection can also be drawn per head (``values="per-head"``), as Section 2
+writes multi-head convolution, ``f(sum_k A^k U^T W^k)``: head k owns its filters
+``Wv_k in R^{d_in x C}``, so ``H_k = ReLU(A_k X Wv_k)``. Heads stay concatenated before the
+dense layer; with ``C = 117`` filters per head (:func:`per_head_channels`: the width whose
+weight count is nearest the paper's 1,967,616) the network keeps about 2M weights. Chapter
+``04b_disconnection`` studies what this changes for magnitude pruning.
+
 Two options of the training recipe (:mod:`tcmplib.recipe`) change the forward pass, not the
 weights: ``dropout`` on the dense layer's inputs while training, and ``neighbourhood``, which
 restricts every head's attention to joints at most that many bones apart (the paper's edges
@@ -33,10 +40,25 @@ from torch import nn
 from tcmplib.data.skeleton import BONES, NUM_JOINTS
 from tcmplib.fused import convolve_dense, slice_size
 
-__all__ = ["GCNConfig", "AttentionGCN", "PRUNABLE", "neighbourhood_mask"]
+__all__ = [
+    "GCNConfig",
+    "AttentionGCN",
+    "PRUNABLE",
+    "VALUES",
+    "PAPER_WEIGHTS",
+    "neighbourhood_mask",
+    "per_head_channels",
+]
 
 #: The weight tensors that pruning acts on, in the order of the network's chain.
 PRUNABLE: tuple[str, ...] = ("wq", "wk", "wv", "fc")
+
+#: How the convolution filters (the value projection) are held: one ``wv`` shared by all heads
+#: (the reconstruction's default), or one per head (Section 2's ``W^k``).
+VALUES: tuple[str, ...] = ("shared", "per-head")
+
+#: The paper's weight count for the dense baseline (Table 1, 0% row).
+PAPER_WEIGHTS = 1_967_616
 
 
 @dataclass(frozen=True)
@@ -51,10 +73,11 @@ class GCNConfig:
     classes: int = 45
     dropout: float = 0.0  # on the dense layer's inputs, while training
     neighbourhood: int | None = None  # attention within this many bones; None: all joints
+    values: str = "shared"  # one of VALUES; "per-head": channels filters for every head
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name in ("dropout", "neighbourhood"):
+            if name in ("dropout", "neighbourhood", "values"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GCNConfig.{name}: expected a positive integer, got {value!r}")
@@ -78,6 +101,21 @@ class GCNConfig:
                     f"got nodes={self.nodes}"
                 )
 
+        if self.values not in VALUES:
+            raise ValueError(
+                f"GCNConfig.values: expected one of {', '.join(VALUES)}, got {self.values!r}"
+            )
+
+    @property
+    def per_head(self) -> bool:
+        """Whether every head owns its convolution filters."""
+        return self.values == "per-head"
+
+    @property
+    def value_columns(self) -> int:
+        """Columns of the value projection: ``channels``, or ``heads * channels`` per head."""
+        return self.heads * self.channels if self.per_head else self.channels
+
     @property
     def fc_in(self) -> int:
         """Inputs of the dense layer: one per (node, head, channel)."""
@@ -87,12 +125,37 @@ class GCNConfig:
         return {
             "wq": (self.heads, self.d_in, self.qk_dim),
             "wk": (self.heads, self.d_in, self.qk_dim),
-            "wv": (self.d_in, self.channels),
+            "wv": (
+                (self.heads, self.d_in, self.channels)
+                if self.per_head
+                else (self.d_in, self.channels)
+            ),
             "fc": (self.fc_in, self.classes),
         }
 
     def num_weights(self) -> int:
         return sum(math.prod(s) for s in self.weight_shapes().values())
+
+
+def per_head_channels(
+    nodes: int,
+    d_in: int,
+    classes: int,
+    heads: int = 16,
+    qk_dim: int = 8,
+    target: int = PAPER_WEIGHTS,
+) -> int:
+    """Filters per head whose per-head network is nearest ``target`` weights (the smaller on a
+    tie): at FPHA's sizes (21 joints, 45 classes, 3 x 32 chunks) 117, for 1,973,328 weights."""
+
+    def count(channels: int) -> int:
+        config = GCNConfig(nodes, d_in, heads, qk_dim, channels, classes, values="per-head")
+        return config.num_weights()
+
+    per_channel = count(2) - count(1)
+    best = max(1, round((target - (count(1) - per_channel)) / per_channel))
+    candidates = [c for c in (best - 1, best, best + 1) if c >= 1]
+    return min(candidates, key=lambda c: (abs(count(c) - target), c))
 
 
 def neighbourhood_mask(hops: int) -> torch.Tensor:
@@ -163,10 +226,13 @@ class AttentionGCN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Dense-layer inputs: (batch, nodes * heads * channels) in (node, head, channel) order."""
         attn = self.attention(x)
-        v = x @ self.wv
         # Writing straight into (batch, node, head, channel) order avoids a permuted copy of
         # the largest activation (measured 1.5x faster per epoch on 2 CPU cores).
-        h = torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, v))
+        if self.config.per_head:
+            v = torch.einsum("bnd,hdc->bhnc", x, self.wv)
+            h = torch.relu(torch.einsum("bhnm,bhmc->bnhc", attn, v))
+        else:
+            h = torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, x @ self.wv))
         h = h.reshape(x.shape[0], -1)
         return F.dropout(h, self.config.dropout, self.training) if self.config.dropout else h
 
@@ -180,7 +246,11 @@ class AttentionGCN(nn.Module):
         # A batch of one slice or less gains nothing from slicing, and the sliced kernel's
         # padded copy of the dense weights would cost more than the rest: at batch 1, 1.08 ms
         # sliced against 0.49 ms (2 threads, benchmarks/bench_inference.py).
-        if (self.config.dropout and self.training) or (size is not None and len(x) <= size):
+        if (
+            self.config.per_head
+            or (self.config.dropout and self.training)
+            or (size is not None and len(x) <= size)
+        ):
             return self.features(x) @ self.fc
         # The same function as features(x) @ fc, computed slice by slice (tcmplib.fused).
         return convolve_dense(self.attention(x), x @ self.wv, self.fc, size)

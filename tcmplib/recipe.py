@@ -17,7 +17,10 @@ the trainer, so a resumed run repeats an uninterrupted one)
     sequence cut to a random window of at least 1 - time_crop of its duration before
     chunking, which also stretches it in time), per sequence;
 network (:class:`tcmplib.model.GCNConfig`)
-    ``dropout`` on the dense layer's inputs, ``neighbourhood`` (attention within k bones);
+    ``dropout`` on the dense layer's inputs, ``neighbourhood`` (attention within k bones),
+    ``values`` (``"per-head"``: every head owns its convolution filters, Section 2's ``W^k``;
+    an architecture variant of the disconnection study, chapter 4b, rather than a way to
+    generalize);
 optimizer
     ``weight_decay`` (Adam's L2 term).
 
@@ -46,7 +49,7 @@ from torch import Tensor
 
 from tcmplib.data import SkeletonDataset, generate_synthetic, load_dataset, load_fpha
 from tcmplib.data.preprocess import FRAMES, signal_frames
-from tcmplib.model import GCNConfig
+from tcmplib.model import VALUES, GCNConfig, per_head_channels
 
 __all__ = [
     "Recipe",
@@ -79,6 +82,8 @@ class Recipe:
     dropout: float = 0.0
     neighbourhood: int | None = None
     weight_decay: float = 0.0
+    # Came after runs were recorded: at its default it stays out of run identities.
+    values: str = field(default="shared", metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -107,6 +112,8 @@ class Recipe:
             fail("neighbourhood", "none or a positive number of bones")
         if not _is_number(self.weight_decay) or self.weight_decay < 0.0:
             fail("weight_decay", "a number >= 0")
+        if self.values not in VALUES:
+            fail("values", f"one of {', '.join(VALUES)}")
         # 30 and 30.0 are one recipe: store floats, so that its identity (and hash) is one too.
         for name in ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -150,12 +157,21 @@ class Recipe:
 
     def gcn_config(self, data: SkeletonDataset) -> GCNConfig:
         """The network for ``data`` under this recipe (sizes from the data, options from here)."""
+        # Per-head filters: as many per head as keep the network nearest the paper's weight
+        # count (shared filters: the paper's 128, GCNConfig's default).
+        per_head = (
+            {"channels": per_head_channels(data.num_nodes, data.d_in, data.num_classes)}
+            if self.values == "per-head"
+            else {}
+        )
         return GCNConfig(
             nodes=data.num_nodes,
             d_in=data.d_in,
             classes=data.num_classes,
             dropout=self.dropout,
             neighbourhood=self.neighbourhood,
+            values=self.values,
+            **per_head,
         )
 
     def train_overrides(self) -> dict[str, Any]:
@@ -180,7 +196,7 @@ def _is_number(value: object) -> bool:
 _TYPES = {"chunks": int, "frame": str, "hand_size": bool, "velocity": bool,
           "rotate_deg": float, "scale": float, "time_crop": float, "dropout": float,
           "neighbourhood": int,
-          "weight_decay": float}  # fmt: skip
+          "weight_decay": float, "values": str}  # fmt: skip
 
 
 def _checked_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +243,8 @@ RECIPES: dict[str, Recipe] = {
     # this stops being so).
     "selected": Recipe(chunks=32, rotate_deg=30.0, neighbourhood=2, weight_decay=1e-2),
 }
+# The disconnection study's variant (chapter 4b): the selected recipe with per-head filters.
+RECIPES["selected-per-head"] = replace(RECIPES["selected"], values="per-head")
 
 
 #: The environment variable the chapters read their recipe's name from.

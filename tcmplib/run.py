@@ -181,7 +181,7 @@ class RunConfig:
             "seed": self.seed,
             "profile": self.profile,
             "options": identity_options(self.method_options()),
-            "recipe": asdict(self.recipe_options()),
+            "recipe": identity_options(self.recipe_options()),
             "model": self.model_config(),
             "train": self.train_schedule(),
         }
@@ -226,7 +226,13 @@ class RunConfig:
 def model_identity(gcn: Any) -> dict[str, Any]:
     """A :class:`~tcmplib.model.GCNConfig` as the identity holds it: without the sizes that
     the data set fixes."""
-    return {key: value for key, value in asdict(gcn).items() if key not in DATA_SIZES}
+    identity = {key: value for key, value in asdict(gcn).items() if key not in DATA_SIZES}
+    if identity.get("values") == "shared":  # came after runs were recorded (see Recipe.values)
+        del identity["values"]
+    elif identity.get("values") == "per-head":
+        # Filters per head follow from the data's sizes (tcmplib.model.per_head_channels).
+        del identity["channels"]
+    return identity
 
 
 def parse_option(text: str, defaults: dict[str, Any], method: str) -> tuple[str, Any]:

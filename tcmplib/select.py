@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tcmplib.recipe import AS_WRITTEN, Recipe
+from tcmplib.run import identity_options
 
 __all__ = [
     "CV_FORMAT",
@@ -165,7 +166,7 @@ class FoldConfig:
             "format": CV_FORMAT,
             "dataset": self.dataset,
             # The whole recipe, defaults included: a changed default changes the run.
-            "recipe": asdict(self.recipe),
+            "recipe": identity_options(self.recipe),
             "fold": self.fold,
             "folds": self.folds,
             "seed": self.seed,

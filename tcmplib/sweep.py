@@ -91,9 +91,15 @@ def _table1_grid() -> tuple[tuple[str, float], ...]:
 #: (:data:`tcmplib.pruning.METHODS`). ``table1``: Table 1-right of the paper (the baseline,
 #: MP, greedy TC and TCMP at 50/75/95/99%) plus PMP, the sibling paper's method, at the same
 #: rates. ``baseline``: the dense network alone (a recipe's test accuracy).
+#: ``disconnection``: the dense network, then relaxed MP and TCMP at 95 and 99%, where the
+#: paper sees MP disconnect (chapter 4b runs it on the per-head variant of the network).
 GRIDS: dict[str, tuple[tuple[str, float], ...]] = {
     "baseline": (("baseline", 0.0),),
     "table1": _table1_grid(),
+    "disconnection": (
+        ("baseline", 0.0),
+        *((method, rate) for rate in (0.95, 0.99) for method in ("mp", "tcmp")),
+    ),
 }
 
 EXECUTORS = ("local", "dask")

@@ -37,6 +37,15 @@ The attention GCN of :mod:`tcmplib.model` (no biases) reads as the chain::
   ``c_c = OR_(n,h) c_(n,h,c)`` backwards (the fan-out link, ``copies = N*H``).
 * ``fc`` masks ``M_fc`` (N*H*C x K), inputs flattened in (node, head, channel) order.
 
+With per-head filters (``GCNConfig.values == "per-head"``, ``wv`` of shape (H, d_in, C)) the
+channel layer has ``H*C`` units, channel ``(h, c)`` of head ``h`` only::
+
+    input features (d_in) --wv--> channels (H*C) --fan-out--> dense inputs (N*H*C) --fc--> classes
+
+``wv`` is read as its (d_in x H*C) view (:func:`value_view`), and each channel ``(h, c)``
+feeds the ``N`` dense-layer inputs ``(n, h, c)`` (fan-out ``copies = N``): the same
+(node, head, channel) order, since ``(n * H + h) * C + c = n * (H*C) + (h * C + c)``.
+
 Query and key weights shape the attention but do not carry the signal. Our rule for them
 (a design choice of this library; the paper does not spell out the attention case):
 
@@ -94,6 +103,8 @@ __all__ = [
     "magnitude_sweep",
     "path_count_matrices",
     "time_analyze",
+    "value_view",
+    "value_tensor",
 ]
 
 #: A step function applied after every weighted sum: exact Heaviside, or a straight-through
@@ -109,6 +120,21 @@ Masks = Mapping[str, Tensor] | Sequence[Tensor]
 def heaviside(x: Tensor) -> Tensor:
     """The exact step ``H(x) = 1 if x > 0 else 0``, in the dtype of ``x``."""
     return (x > 0).to(x.dtype)
+
+
+def value_view(wv: Tensor, config: GCNConfig) -> Tensor:
+    """``wv`` (or its mask) as the (d_in x value columns) link of the unit graph: itself when
+    shared, the (H, d_in, C) per-head tensor as (d_in, H*C) with column ``h * C + c``."""
+    if not config.per_head:
+        return wv
+    return wv.permute(1, 0, 2).reshape(config.d_in, config.value_columns)
+
+
+def value_tensor(view: Tensor, config: GCNConfig) -> Tensor:
+    """The inverse of :func:`value_view`: a (d_in x value columns) tensor in ``wv``'s shape."""
+    if not config.per_head:
+        return view
+    return view.reshape(config.d_in, config.heads, config.channels).permute(1, 0, 2)
 
 
 # --------------------------------------------------------------------------- links
@@ -223,12 +249,15 @@ class UnitGraph:
     @staticmethod
     def for_gcn(config: GCNConfig) -> UnitGraph:
         """The unit graph of :class:`tcmplib.model.AttentionGCN` with this configuration."""
+        # Shared filters: channel c feeds (n, h, c) for every node and head. Per-head filters:
+        # channel (h, c) feeds (n, h, c) for every node.
+        copies = config.nodes if config.per_head else config.nodes * config.heads
         return UnitGraph(
             unit_names=("input", "channels", "fc_inputs", "classes"),
-            unit_sizes=(config.d_in, config.channels, config.fc_in, config.classes),
+            unit_sizes=(config.d_in, config.value_columns, config.fc_in, config.classes),
             links=(
-                MaskedLink("wv", config.d_in, config.channels),
-                FanOutLink(config.channels, config.nodes * config.heads),
+                MaskedLink("wv", config.d_in, config.value_columns),
+                FanOutLink(config.value_columns, copies),
                 MaskedLink("fc", config.fc_in, config.classes),
             ),
             attention=config,
@@ -276,6 +305,9 @@ class UnitGraph:
                 f"got {reference.dtype}"
             )
         ones = torch.ones(self.unit_sizes[0], dtype=reference.dtype, device=reference.device)
+        config = self.attention
+        if config is not None and config.per_head:
+            masks = {**masks, "wv": value_view(masks["wv"], config)}
         forward = [ones]
         for link in self.links:
             if isinstance(link, MaskedLink):
@@ -298,9 +330,12 @@ class UnitGraph:
                 gates[link.tensor] = source_accessible * target_coaccessible
 
         live_heads = None
-        if self.attention is not None:
+        if config is not None:
             live_heads = self._live_heads(forward, backward, step)
             gates.update(self._query_key_gates(masks, live_heads, step))
+            if config.per_head:
+                masks = {**masks, "wv": value_tensor(masks["wv"], config)}
+                gates["wv"] = value_tensor(gates["wv"], config)
         gates = {name: gates[name] for name in self.tensor_names}
 
         return Reachability(
@@ -364,14 +399,14 @@ def _is_gcn(named: Mapping[str, Tensor]) -> bool:
 def _gcn_config_from_shapes(named: Mapping[str, Tensor]) -> GCNConfig:
     """Recover the GCN sizes from the mask shapes (the node count from the ``fc`` rows)."""
     wq, wv, fc = named["wq"], named["wv"], named["fc"]
-    if wq.dim() != 3 or wv.dim() != 2 or fc.dim() != 2:
+    if wq.dim() != 3 or wv.dim() not in (2, 3) or fc.dim() != 2:
         raise ValueError(
-            "masks: expected wq/wk of shape (heads, d_in, qk_dim), wv (d_in, channels) and "
-            f"fc (nodes*heads*channels, classes), got wq {tuple(wq.shape)}, wv "
-            f"{tuple(wv.shape)}, fc {tuple(fc.shape)}"
+            "masks: expected wq/wk of shape (heads, d_in, qk_dim), wv (d_in, channels) or "
+            "(heads, d_in, channels) and fc (nodes*heads*channels, classes), got wq "
+            f"{tuple(wq.shape)}, wv {tuple(wv.shape)}, fc {tuple(fc.shape)}"
         )
     heads, _, qk_dim = wq.shape
-    d_in, channels = wv.shape
+    d_in, channels = wv.shape[-2:]
     per_node = heads * channels
     if per_node == 0 or fc.shape[0] % per_node != 0:
         raise ValueError(
@@ -385,6 +420,7 @@ def _gcn_config_from_shapes(named: Mapping[str, Tensor]) -> GCNConfig:
         qk_dim=qk_dim,
         channels=channels,
         classes=fc.shape[1],
+        values="per-head" if wv.dim() == 3 else "shared",
     )
 
 

@@ -29,6 +29,12 @@ from tcmplib.topology import analyze, magnitude_masks
 
 TOY = GCNConfig(nodes=3, d_in=4, heads=2, qk_dim=2, channels=3, classes=2)
 MID = GCNConfig(nodes=8, d_in=24, heads=8, qk_dim=4, channels=32, classes=10)
+PER_HEAD_TOY = GCNConfig(
+    nodes=3, d_in=4, heads=3, qk_dim=2, channels=2, classes=2, values="per-head"
+)
+PER_HEAD_MID = GCNConfig(
+    nodes=8, d_in=24, heads=8, qk_dim=4, channels=12, classes=10, values="per-head"
+)
 
 
 def model_with_seed(config: GCNConfig, seed: int, unit_scale: bool = False) -> AttentionGCN:
@@ -114,7 +120,13 @@ def test_everything_dead_gives_zero_logits() -> None:
 @given(
     st.integers(0, 2**31 - 1),
     st.sampled_from([0.15, 0.3, 0.6, 0.9]),
-    st.sampled_from([TOY, GCNConfig(nodes=2, d_in=3, heads=3, qk_dim=3, channels=2, classes=3)]),
+    st.sampled_from(
+        [
+            TOY,
+            GCNConfig(nodes=2, d_in=3, heads=3, qk_dim=3, channels=2, classes=3),
+            PER_HEAD_TOY,
+        ]
+    ),
 )
 @settings(max_examples=40, deadline=None)
 def test_random_masks_compact_to_the_same_logits(
@@ -135,6 +147,29 @@ def test_magnitude_masks_compact_to_the_same_logits(rate: float, unit_scale: boo
     model = model_with_seed(MID, 3, unit_scale)
     masked = masked_copy(model, magnitude_masks(model, rate))
     assert_same_logits(masked, inputs(MID, batch=16))
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.95, 0.99])
+def test_per_head_filters_compact_to_the_same_logits_and_survive_files(
+    rate: float, tmp_path: Path
+) -> None:
+    model = model_with_seed(PER_HEAD_MID, 6, unit_scale=True)
+    masked = masked_copy(model, magnitude_masks(model, rate))
+    x = inputs(PER_HEAD_MID, batch=40)  # more than one convolution slice
+    assert_same_logits(masked, x)
+    compact = compact_model(masked)
+    # Kept channels index the (d_in x heads*channels) view: head h's channel c is h * 12 + c.
+    assert max(compact.kept.channels) < PER_HEAD_MID.heads * PER_HEAD_MID.channels
+    save_compact(compact, tmp_path / "model")
+    with torch.no_grad():
+        assert torch.equal(load_compact(tmp_path / "model")(x), compact(x))
+    saved = json.loads((tmp_path / "model" / "compact.json").read_text())
+    assert saved["config"]["values"] == "per-head"
+    structure = structure_of(compact)
+    path = save_structure(structure, tmp_path / "structure.json")
+    assert load_structure(path) == structure
+    with torch.no_grad():
+        assert structure.twin()(x).shape == (40, PER_HEAD_MID.classes)
 
 
 def test_unit_scale_99_percent_actually_removes_units() -> None:

@@ -17,7 +17,7 @@ from tcmplib.model import PRUNABLE, GCNConfig
 from tcmplib.profiles import get_profile
 from tcmplib.pruning.base import PruneReport
 from tcmplib.pruning.greedy import GreedyOptions, GreedyTC, greedy_tc_masks
-from tcmplib.pruning.masks import attach, keep_count
+from tcmplib.pruning.masks import attach, keep_count, topk_masks
 from tcmplib.pruning.tcmp import TCMP, AccessibilityMask, AccessibilityNetworks, TCMPOptions
 from tcmplib.topology import analyze, masks_from_model
 from tcmplib.train import build_model
@@ -27,6 +27,9 @@ from tcmplib.train import build_model
 TOY = GCNConfig(nodes=2, d_in=2, heads=2, qk_dim=1, channels=2, classes=2)
 # Small enough for seconds-long runs, large enough that 99% keeps a few dozen weights.
 SMALL = GCNConfig(nodes=6, d_in=8, heads=4, qk_dim=2, channels=16, classes=5)
+SMALL_PER_HEAD = GCNConfig(
+    nodes=6, d_in=8, heads=4, qk_dim=2, channels=4, classes=5, values="per-head"
+)
 
 
 def fc_row(n: int, h: int, c: int, config: GCNConfig = TOY) -> int:
@@ -108,16 +111,17 @@ def test_phi_on_the_hand_worked_toy() -> None:
     assert sum(int(m.sum()) for m in effective.values()) == 2
 
 
+@pytest.mark.parametrize("config", [SMALL, SMALL_PER_HEAD], ids=["shared", "per-head"])
 @pytest.mark.parametrize("seed", range(6))
-def test_phi_equals_the_exact_analysis_on_random_masks(seed: int) -> None:
+def test_phi_equals_the_exact_analysis_on_random_masks(seed: int, config: GCNConfig) -> None:
     g = torch.Generator().manual_seed(seed)
     density = [0.02, 0.1, 0.3][seed % 3]
     kept = {
         name: (torch.rand(shape, generator=g) < density).float()
-        for name, shape in SMALL.weight_shapes().items()
+        for name, shape in config.weight_shapes().items()
     }
-    state = networks_for(kept, SMALL).evaluate()
-    exact = analyze(kept, SMALL)
+    state = networks_for(kept, config).evaluate()
+    exact = analyze(kept, config)
     for name in PRUNABLE:
         ours = (state.kept[name] * state.gate[name]).detach() > 0
         assert torch.equal(ours, exact.effective_masks[name]), name
@@ -260,12 +264,12 @@ def test_greedy_rejects_bad_input() -> None:
 # --------------------------------------------------------------------------- full methods
 
 
-def run(method: str, rate: float, seed: int = 0) -> PruneReport:
+def run(method: str, rate: float, seed: int = 0, network: GCNConfig = SMALL) -> PruneReport:
     config = get_profile("smoke").train_config(seed=seed, device="cpu")
-    model = build_model(SMALL, seed=seed)
+    model = build_model(network, seed=seed)
     cls = TCMP if method == "tcmp" else GreedyTC
-    result = cls().run(model, make_data(SMALL), rate, train_config=config, progress=False)
-    exact = analyze(masks_from_model(result.model), SMALL)  # type: ignore[arg-type]
+    result = cls().run(model, make_data(network), rate, train_config=config, progress=False)
+    exact = analyze(masks_from_model(result.model), network)  # type: ignore[arg-type]
     assert exact.is_topologically_consistent, f"{method} at {rate}: {exact.percent_ac}% A-C"
     assert result.report.percent_ac == 100.0
     assert result.report.kept_weights == exact.total_kept
@@ -278,6 +282,33 @@ def test_methods_reach_the_rate_and_are_consistent(method: str, rate: float) -> 
     report = run(method, rate)
     assert abs(report.achieved_rate - rate) <= 0.005
     assert math.isfinite(report.class_avg_accuracy)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("keep", [2, 5, 40, 300])
+def test_greedy_selection_with_per_head_filters_is_exact_and_consistent(
+    keep: int, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    scores = {
+        n: torch.rand(shape, generator=g) for n, shape in SMALL_PER_HEAD.weight_shapes().items()
+    }
+    if seed % 2:  # attention and filters an order of magnitude larger, as after training
+        scores = {n: s * (10.0 if n != "fc" else 1.0) for n, s in scores.items()}
+    masks, _ = greedy_tc_masks(scores, keep, SMALL_PER_HEAD)
+    report = analyze(masks, SMALL_PER_HEAD)
+    assert report.is_topologically_consistent and report.total_kept == keep
+    assert masks["wv"].shape == SMALL_PER_HEAD.weight_shapes()["wv"]
+    # When the magnitude mask is itself consistent, it is the selection (seeds 1-3 at 300).
+    magnitude = topk_masks(scores, keep)
+    if analyze(magnitude, SMALL_PER_HEAD).is_topologically_consistent:
+        assert all(torch.equal(masks[n], magnitude[n]) for n in PRUNABLE)
+
+
+@pytest.mark.parametrize("rate", [0.95, 0.99])
+def test_tcmp_keeps_per_head_filters_consistent(rate: float) -> None:
+    report = run("tcmp", rate, network=SMALL_PER_HEAD)
+    assert abs(report.achieved_rate - rate) <= 0.005
 
 
 def test_tcmp_reports_the_learned_mask_before_projection() -> None:

@@ -23,6 +23,7 @@ from tcmplib.recipe import (
     Augmentation,
     Recipe,
     featurize,
+    load_recipe_data,
     prepare,
     random_rotations,
     rotation_matrices,
@@ -43,6 +44,7 @@ SWITCHED = {
     "dropout": 0.5,
     "neighbourhood": 2,
     "weight_decay": 1e-3,
+    "values": "per-head",
 }
 
 
@@ -66,6 +68,25 @@ def test_as_written_names_the_run_recorded_before_recipes() -> None:
     config = RunConfig(dataset="fpha", method="baseline", seed=0, profile="paper")
     root = Path(__file__).resolve().parents[1]
     assert (root / "results" / "fpha-paper" / f"{config.name}.json").is_file()
+
+
+def test_values_at_its_default_leaves_identities_as_recorded() -> None:
+    # Recipe.values came after the records: shared filters add nothing to an identity.
+    identity = RunConfig(dataset="fpha", method="mp", rate=0.99, profile="paper").identity()
+    assert "values" not in identity["recipe"] and "values" not in identity["model"]
+    per_head = RunConfig(recipe="selected-per-head").identity()
+    assert per_head["recipe"]["values"] == "per-head"
+    assert per_head["model"]["values"] == "per-head" and "channels" not in per_head["model"]
+    assert "values" not in FoldConfig(AS_WRITTEN, 0).identity()["recipe"]
+
+
+def test_per_head_recipe_builds_the_network_nearest_the_papers_weight_count() -> None:
+    data = load_recipe_data(Recipe(chunks=32, values="per-head"), "synthetic")
+    gcn = Recipe(chunks=32, values="per-head").gcn_config(data)
+    assert (gcn.values, gcn.channels, gcn.d_in) == ("per-head", 117, 96)
+    assert AttentionGCN(gcn).num_weights() == 1_973_328
+    with pytest.raises(ValueError, match="recipe option values: expected one of shared"):
+        Recipe(values="per-channel")
 
 
 def test_a_recipe_name_is_not_its_identity(monkeypatch: pytest.MonkeyPatch) -> None:

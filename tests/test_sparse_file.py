@@ -101,7 +101,12 @@ def test_file_holds_the_nonzero_values_in_row_major_order(tmp_path: Path) -> Non
 @pytest.mark.parametrize("keep", [0.05, 0.3, 0.7, 1.0])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
-    "config", [SMALL, GCNConfig(nodes=8, d_in=24, heads=8, qk_dim=4, channels=32, classes=10)]
+    "config",
+    [
+        SMALL,
+        GCNConfig(nodes=8, d_in=24, heads=8, qk_dim=4, channels=32, classes=10),
+        GCNConfig(nodes=8, d_in=24, heads=8, qk_dim=4, channels=12, classes=10, values="per-head"),
+    ],
 )
 def test_random_networks_read_back_equal(
     tmp_path: Path, config: GCNConfig, seed: int, keep: float

@@ -82,7 +82,7 @@ def test_table1_grid_is_the_papers_plus_pmp() -> None:
 
 
 def test_grid_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="grid: expected one of baseline, table1, got 'table9'"):
+    with pytest.raises(ValueError, match="grid: expected one of baseline, disconnection, table1, got 'table9'"):
         expand_grid("table9")
     with pytest.raises(ValueError, match="seeds: expected a count >= 1"):
         expand_grid("table1", seeds=0)

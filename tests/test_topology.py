@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils import parametrize
 
-from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
+from tcmplib.model import PRUNABLE, VALUES, AttentionGCN, GCNConfig
 from tcmplib.topology import (
     EdgeClass,
     analyze,
@@ -67,8 +67,8 @@ def brute_force_chain(masks: list[torch.Tensor]) -> dict[str, object]:
 def brute_force_gcn(masks: dict[str, torch.Tensor], config: GCNConfig) -> dict[str, torch.Tensor]:
     """Effective masks of the attention GCN, enumerating paths x_i -> c -> (n,h,c) -> k.
 
-    The fan-out is explicit: channel c has an edge to every dense-layer input (n, h, c).
-    Q/K edges follow the documented rule, checked entry by entry.
+    The fan-out is explicit: channel c has an edge to every dense-layer input (n, h, c) (with
+    per-head filters, head h's channel c to the inputs (n, h, c) of head h only). Q/K edges follow the documented rule, checked entry by entry.
     """
     effective = {name: torch.zeros_like(masks[name], dtype=torch.bool) for name in PRUNABLE}
     live = [False] * config.heads
@@ -80,8 +80,10 @@ def brute_force_gcn(masks: dict[str, torch.Tensor], config: GCNConfig) -> dict[s
         range(config.classes),
     ):
         flat = (n * config.heads + h) * config.channels + c
-        if masks["wv"][i, c] and masks["fc"][flat, k]:
-            effective["wv"][i, c] = True
+        # Per-head filters: the path runs through head h's own channel c.
+        value = (h, i, c) if config.per_head else (i, c)
+        if masks["wv"][value] and masks["fc"][flat, k]:
+            effective["wv"][value] = True
             effective["fc"][flat, k] = True
             live[h] = True
     for h, i, j in itertools.product(range(config.heads), range(config.d_in), range(config.qk_dim)):
@@ -119,6 +121,7 @@ def tiny_gcns(draw: st.DrawFn) -> tuple[GCNConfig, dict[str, torch.Tensor]]:
         qk_dim=draw(st.integers(1, 2)),
         channels=draw(st.integers(1, 3)),
         classes=draw(st.integers(1, 2)),
+        values=draw(st.sampled_from(VALUES)),
     )
     density = draw(st.sampled_from([0.1, 0.3, 0.6]))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -304,6 +307,28 @@ def test_head_without_query_key_weights_stays_live() -> None:
     report = analyze(masks)
     assert report.live_heads.tolist() == [True, False]  # uniform attention still carries signal
     assert report.effective["fc"] == 2 and report.effective["wv"] == 2
+
+
+def test_per_head_filters_worked_by_hand() -> None:
+    """Two heads, two filters each: a head's fc edges only see that head's own channels."""
+    config = GCNConfig(nodes=2, d_in=2, heads=2, qk_dim=1, channels=2, classes=1, values="per-head")
+    masks = {
+        name: torch.zeros(shape, dtype=torch.bool) for name, shape in config.weight_shapes().items()
+    }
+    masks["wv"][0, 0, 0] = True  # input 0 -> head 0's channel 0
+    masks["wv"][1, 1, 0] = True  # input 1 -> head 1's channel 0, which no fc edge reads
+    masks["fc"][fc_row(config, 1, 0, 0), 0] = True  # (1, 0, 0): effective
+    masks["fc"][fc_row(config, 0, 1, 1), 0] = True  # head 1's channel 1 is not fed
+    report = analyze(masks)
+    assert report.graph.attention == config
+    # Channel units are (head, channel) = 0..3 as h * C + c.
+    assert report.accessible["channels"].tolist() == [True, False, True, False]
+    assert report.coaccessible["channels"].tolist() == [True, False, False, True]
+    assert report.live_heads.tolist() == [True, False]
+    assert report.effective == {"wq": 0, "wk": 0, "wv": 1, "fc": 1}
+    assert report.effective_masks["wv"][0, 0, 0] and not report.effective_masks["wv"][1, 1, 0]
+    assert classify_edges(report, "wv")[1, 1, 0] == EdgeClass.NOT_COACCESSIBLE
+    assert classify_edges(report, "fc")[fc_row(config, 0, 1, 1), 0] == EdgeClass.NOT_ACCESSIBLE
 
 
 @given(tiny_gcns())

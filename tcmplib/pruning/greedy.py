@@ -56,7 +56,7 @@ would have had on the same weights, and how many edges the completion added and 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -64,7 +64,7 @@ from torch import Tensor
 from tcmplib.model import PRUNABLE, GCNConfig
 from tcmplib.pruning.base import Job, TwoPhaseMethod, TwoPhaseOptions
 from tcmplib.pruning.masks import FixedMask, attach, topk_masks
-from tcmplib.topology import analyze
+from tcmplib.topology import analyze, value_tensor, value_view
 
 __all__ = ["GreedyOptions", "GreedyStats", "GreedyTC", "greedy_tc_masks"]
 
@@ -138,6 +138,9 @@ class _Selection:
             active = self.channels_in()  # == channels_out() after the channel completion
             masked = sf.masked_fill(~active.view(1, 1, -1, 1), float("-inf"))
             for h in torch.nonzero(needy).flatten().tolist():
+                if bool(torch.isinf(masked[:, h].max())):  # per-head filters: none active
+                    self.best_path(h)
+                    continue
                 n, c, k = _argmax(masked[:, h])
                 self.mf[n, h, c, k] = True
 
@@ -214,7 +217,10 @@ class _Selection:
         }
 
     def refill(self, deficit: int) -> None:
-        allowed = self.admissible()
+        # Edges scored -inf do not exist (per-head filters, see _shared_embedding).
+        allowed = {
+            name: m & torch.isfinite(self.scores[name]) for name, m in self.admissible().items()
+        }
         available = sum(int(m.sum()) for m in allowed.values())
         if available < deficit:
             raise ValueError(
@@ -246,7 +252,7 @@ def _check_scores(
         raise ValueError(f"scores: expected the tensors {list(PRUNABLE)}, got {sorted(scores)}")
     if config is None:
         heads, d_in, qk_dim = scores["wq"].shape
-        channels = scores["wv"].shape[1]
+        channels = scores["wv"].shape[-1]
         config = GCNConfig(
             nodes=scores["fc"].shape[0] // (heads * channels),
             d_in=d_in,
@@ -254,6 +260,7 @@ def _check_scores(
             qk_dim=qk_dim,
             channels=channels,
             classes=scores["fc"].shape[1],
+            values="per-head" if scores["wv"].dim() == 3 else "shared",
         )
     checked: dict[str, Tensor] = {}
     for name, shape in config.weight_shapes().items():
@@ -264,6 +271,44 @@ def _check_scores(
             raise ValueError(f"scores[{name!r}]: expected finite non-negative values (e.g. |w|)")
         checked[name] = s.contiguous()
     return checked, config
+
+
+def _shared_embedding(
+    scores: Mapping[str, Tensor], config: GCNConfig
+) -> tuple[dict[str, Tensor], GCNConfig]:
+    """Per-head filters as the shared-filter network with ``heads * channels`` channels in
+    which the dense-layer input ``(n, h, u)`` exists only when channel ``u`` is head ``h``'s.
+
+    The missing inputs are scored ``-inf``: never among the largest, never a completion, never
+    admissible, so the selection keeps only edges of the per-head network and every path it
+    checks is one of that network's paths.
+    """
+    shared = replace(config, values="shared", channels=config.value_columns)
+    nodes, heads, channels, classes = config.nodes, config.heads, config.channels, config.classes
+    fc = torch.full((nodes, heads, heads * channels, classes), float("-inf"), dtype=torch.float64)
+    own = scores["fc"].view(nodes, heads, channels, classes)
+    for h in range(heads):
+        fc[:, h, h * channels : (h + 1) * channels] = own[:, h]
+    embedded = {
+        "wq": scores["wq"],
+        "wk": scores["wk"],
+        "wv": value_view(scores["wv"], config).contiguous(),
+        "fc": fc.reshape(shared.fc_in, classes),
+    }
+    return embedded, shared
+
+
+def _from_shared_embedding(masks: Mapping[str, Tensor], config: GCNConfig) -> dict[str, Tensor]:
+    """The per-head network's masks back from :func:`_shared_embedding`'s."""
+    nodes, heads, channels, classes = config.nodes, config.heads, config.channels, config.classes
+    fc = masks["fc"].view(nodes, heads, heads * channels, classes)
+    own = torch.stack([fc[:, h, h * channels : (h + 1) * channels] for h in range(heads)], dim=1)
+    return {
+        "wq": masks["wq"],
+        "wk": masks["wk"],
+        "wv": value_tensor(masks["wv"], config).contiguous(),
+        "fc": own.reshape(config.fc_in, classes),
+    }
 
 
 def greedy_tc_masks(
@@ -278,13 +323,16 @@ def greedy_tc_masks(
     to the sizes read from their shapes. Returns boolean masks (on the CPU) and what each
     step did; see the module doc for the algorithm.
     """
-    checked, cfg = _check_scores(scores, config)
-    total = cfg.num_weights()
+    checked, original = _check_scores(scores, config)
+    total = original.num_weights()
     if isinstance(keep, bool) or not isinstance(keep, int) or not 2 <= keep <= total:
         raise ValueError(
             f"keep: expected an integer in [2, {total}] (a consistent network needs at least "
             f"one wv and one fc weight), got {keep!r}"
         )
+    cfg = original
+    if original.per_head:
+        checked, cfg = _shared_embedding(checked, original)
     sel = _Selection(checked, cfg)
     start = keep
     while True:
@@ -309,8 +357,8 @@ def greedy_tc_masks(
     stats = GreedyStats(
         completed=completed, trimmed=trimmed, refilled=max(deficit, 0), start_budget=start
     )
-    masks = sel.kept
-    report = analyze(masks, cfg)
+    masks = _from_shared_embedding(sel.kept, original) if original.per_head else sel.kept
+    report = analyze(masks, original)
     if not report.is_topologically_consistent or report.total_kept != keep:
         raise RuntimeError(
             f"greedy_tc_masks: internal error: selected {report.total_kept} weights "

@@ -204,10 +204,14 @@ def accessibility_gates(
     query_columns = step(kept["wq"].sum(dim=1))  # (heads, qk_dim)
     key_columns = step(kept["wk"].sum(dim=1))
     head = live.view(-1, 1, 1)
+    value_gate = acc["input"].unsqueeze(1) * coacc["channels"].unsqueeze(0)
+    if kept["wv"].dim() == 3:  # per-head filters: channel h * C + c is column c of head h
+        heads, d_in, channels = kept["wv"].shape
+        value_gate = value_gate.reshape(d_in, heads, channels).permute(1, 0, 2)
     return {
         "wq": head * key_columns.unsqueeze(1),
         "wk": head * query_columns.unsqueeze(1),
-        "wv": acc["input"].unsqueeze(1) * coacc["channels"].unsqueeze(0),
+        "wv": value_gate,
         "fc": acc["fc_inputs"].unsqueeze(1) * coacc["classes"].unsqueeze(0),
     }
 
