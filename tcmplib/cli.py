@@ -563,12 +563,10 @@ def _run_disconnect(args: argparse.Namespace) -> int:
     tables = []
     for directory in args.model_dirs:
         network = load_compact(directory)
-        if network.expected_shapes() != network.config.weight_shapes():
-            raise ValueError(
-                f"{directory}: expected a dense network (every unit kept, e.g. a baseline run), "
-                f"got a compact one with tensors {network.expected_shapes()}"
-            )
-        weights = {name: getattr(network, name).detach() for name in ("wq", "wk", "wv", "fc")}
+        try:
+            weights = network.dense_weights()
+        except ValueError as error:
+            raise ValueError(f"{directory}: {error}") from None
         table = one_shot_connectivity(weights, network.config, rates)
         tables.append(table.assign(network=directory.name))
     import pandas as pd

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from tcmplib.fused import convolve_dense
 from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, neighbourhood_mask
-from tcmplib.topology import analyze, value_view
+from tcmplib.topology import analyze, value_tensor, value_view
 
 __all__ = [
     "FORMAT_NAME",
@@ -230,6 +230,30 @@ class CompactGCN(nn.Module):
 
     def num_nonzero(self) -> int:
         return sum(int(p.count_nonzero()) for p in self.parameters())
+
+    def is_dense(self) -> bool:
+        """Whether every unit was kept (a dense network saved in this format)."""
+        config, kept = self.config, self.kept
+        every = tuple(range(config.qk_dim))
+        return (
+            kept.value_inputs == tuple(range(config.d_in))
+            and kept.channels == tuple(range(config.value_columns))
+            and kept.heads == tuple(range(config.heads))
+            and all(columns == every for columns in kept.qk_columns)
+            and kept.fc_inputs == tuple(range(config.fc_in))
+        )
+
+    def dense_weights(self) -> dict[str, Tensor]:
+        """The original network's four tensors, in their shapes; only for a dense network
+        (:meth:`is_dense`), where the compact tensors are the original ones reordered."""
+        if not self.is_dense():
+            raise ValueError(
+                "expected a dense network (every unit kept, e.g. a baseline run), got a "
+                f"compact one with tensors {self.expected_shapes()}"
+            )
+        weights = {name: getattr(self, name).detach() for name in PRUNABLE}
+        weights["wv"] = value_tensor(weights["wv"], self.config)
+        return weights
 
     # The forward pass in its stages (:data:`STAGES`), so that a profile times the same code.
 

@@ -69,6 +69,27 @@ def test_cli_disconnect_reads_dense_networks_and_refuses_pruned_ones(
     assert "expected a dense network" in capsys.readouterr().err
 
 
+def test_cli_disconnect_reads_per_head_networks_in_their_shapes(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tcmplib.cli import main
+    from tcmplib.compact import compact_model, load_compact, save_compact
+    from tcmplib.model import AttentionGCN
+
+    config = replace(TINY, values="per-head")
+    torch.manual_seed(0)
+    dense = AttentionGCN(config)
+    save_compact(compact_model(dense), tmp_path / "baseline")
+    weights = load_compact(tmp_path / "baseline").dense_weights()
+    assert all(torch.equal(weights[n], getattr(dense, n).detach()) for n in weights)
+    out = tmp_path / "one-shot.json"
+    args = ["disconnect", str(tmp_path / "baseline"), "--rates", "0.5", "0.75"]
+    assert main([*args, "--json", str(out)]) == 0
+    expected = one_shot_connectivity(weights, config, (0.5, 0.75)).to_dict("records")
+    rows = json.loads(out.read_text())["rows"]
+    assert [{k: v for k, v in row.items() if k != "network"} for row in rows] == expected
+
+
 def test_one_shot_rows_load_summarize_and_plot(tmp_path: Path) -> None:
     from tcmplib.disconnection import load_one_shot, plot_one_shot, summarize_one_shot
 
