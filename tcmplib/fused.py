@@ -14,6 +14,10 @@ slice by slice. On this CPU the tail's forward + backward takes 15% less time th
 definition on one thread and about the same on two (benchmarks/bench_kernels.py). Its
 outputs are the definition's up to float rounding (the tests compare both, values and
 gradients); the slicing is fixed, so a run stays bit-for-bit repeatable.
+
+With per-head filters (values of shape (batch, heads, nodes, channels)) each head multiplies
+its own attention by its own values; the slice's product comes out in (head, node, channel)
+order and is transposed, in cache, to the dense layer's (node, head, channel) order.
 """
 
 from __future__ import annotations
@@ -79,6 +83,51 @@ class _ConvolveDense(torch.autograd.Function):
         return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None
 
 
+class _ConvolvePerHeadDense(torch.autograd.Function):
+    """logits[b] = vec_(n,h,c)(ReLU(attn[b, h] @ v[b, h])) @ fc, slice by slice."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int
+    ) -> Tensor:
+        fc_wide = _widen(fc)
+        logits = attn.new_empty(attn.shape[0], fc_wide.shape[1])
+        for s in range(0, attn.shape[0], size):
+            hidden = _node_major(torch.matmul(attn[s : s + size], v[s : s + size]).relu_())
+            torch.mm(hidden.flatten(1), fc_wide, out=logits[s : s + size])
+        ctx.save_for_backward(attn, v, fc_wide)
+        ctx.size, ctx.classes = size, fc.shape[1]
+        return logits[:, : fc.shape[1]]
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_logits: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, None]:
+        attn, v, fc_wide = ctx.saved_tensors
+        size = ctx.size
+        grad_wide = _widen(grad_logits)
+        fc_t = fc_wide.t().contiguous()
+        grad_attn, grad_v = torch.empty_like(attn), torch.empty_like(v)
+        grad_fc = torch.zeros_like(fc_wide)
+        for s in range(0, attn.shape[0], size):
+            a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
+            hidden = _node_major(torch.matmul(a, vs).relu_())  # recomputed, as above
+            grad_fc.addmm_(hidden.flatten(1).t(), g)
+            grad_hidden = torch.ops.aten.threshold_backward(
+                torch.mm(g, fc_t), hidden.flatten(1), 0.0
+            )
+            # Back to (slice, head, node, channel), the order of the per-head products.
+            grad_hidden = grad_hidden.view(hidden.shape).transpose(1, 2).contiguous()
+            torch.matmul(grad_hidden, vs.transpose(-1, -2), out=grad_attn[s : s + size])
+            torch.matmul(a.transpose(-1, -2), grad_hidden, out=grad_v[s : s + size])
+        return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None
+
+
+def _node_major(hidden: Tensor) -> Tensor:
+    """(slice, head, node, channel) -> (slice, node, head, channel), contiguous."""
+    return hidden.transpose(1, 2).contiguous()
+
+
 def _widen(matrix: Tensor) -> Tensor:
     """``matrix`` with zero columns appended up to a multiple of 16: on two threads the dense
     layer's three matmuls ran 1.5-1.7x faster on 48 columns than on FPHA's 45 classes
@@ -89,12 +138,16 @@ def _widen(matrix: Tensor) -> Tensor:
 
 def convolve_dense(attn: Tensor, v: Tensor, fc: Tensor, size: int | None) -> Tensor:
     """The dense layer's logits from attention (batch, heads, nodes, nodes), values
-    (batch, nodes, channels) and dense weights (nodes * heads * channels, classes).
+    (batch, nodes, channels), or (batch, heads, nodes, channels) for per-head filters, and
+    dense weights (nodes * heads * channels, classes).
 
     ``size`` graphs per slice (None: the whole batch at once). Equal, up to rounding, to
-    ``relu(einsum("bhnm,bmc->bnhc", attn, v)).flatten(1) @ fc``.
+    ``relu(einsum("bhnm,bmc->bnhc", attn, v)).flatten(1) @ fc`` (per-head filters:
+    ``"bhnm,bhmc->bnhc"``).
     """
     batch, heads, nodes, _ = attn.shape
+    if v.dim() == 4:
+        return _ConvolvePerHeadDense.apply(attn, v, fc, size or max(batch, 1))
     # (batch, node, head, source) rows: one matmul per graph writes the activation directly
     # in the dense layer's (node, head, channel) order.
     rows = attn.transpose(1, 2).reshape(batch, nodes * heads, nodes)

@@ -223,16 +223,20 @@ class AttentionGCN(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
         return torch.softmax(masked_scores(scores, self.attention_mask), dim=-1)
 
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution's values: (batch, nodes, channels), per head (batch, heads, nodes,
+        channels) with per-head filters."""
+        if self.config.per_head:
+            return torch.einsum("bnd,hdc->bhnc", x, self.wv)
+        return x @ self.wv
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Dense-layer inputs: (batch, nodes * heads * channels) in (node, head, channel) order."""
-        attn = self.attention(x)
+        attn, v = self.attention(x), self.values(x)
         # Writing straight into (batch, node, head, channel) order avoids a permuted copy of
         # the largest activation (measured 1.5x faster per epoch on 2 CPU cores).
-        if self.config.per_head:
-            v = torch.einsum("bnd,hdc->bhnc", x, self.wv)
-            h = torch.relu(torch.einsum("bhnm,bhmc->bnhc", attn, v))
-        else:
-            h = torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, x @ self.wv))
+        pattern = "bhnm,bhmc->bnhc" if self.config.per_head else "bhnm,bmc->bnhc"
+        h = torch.relu(torch.einsum(pattern, attn, v))
         h = h.reshape(x.shape[0], -1)
         return F.dropout(h, self.config.dropout, self.training) if self.config.dropout else h
 
@@ -246,11 +250,7 @@ class AttentionGCN(nn.Module):
         # A batch of one slice or less gains nothing from slicing, and the sliced kernel's
         # padded copy of the dense weights would cost more than the rest: at batch 1, 1.08 ms
         # sliced against 0.49 ms (2 threads, benchmarks/bench_inference.py).
-        if (
-            self.config.per_head
-            or (self.config.dropout and self.training)
-            or (size is not None and len(x) <= size)
-        ):
+        if (self.config.dropout and self.training) or (size is not None and len(x) <= size):
             return self.features(x) @ self.fc
         # The same function as features(x) @ fc, computed slice by slice (tcmplib.fused).
-        return convolve_dense(self.attention(x), x @ self.wv, self.fc, size)
+        return convolve_dense(self.attention(x), self.values(x), self.fc, size)
