@@ -14,7 +14,9 @@ pruning fixes it. Whether MP disconnects depends on where its budget applies:
 
 :func:`one_shot_connectivity` measures % A-C of one-shot MP on trained dense weights at each
 rate and scope, exactly (:func:`tcmplib.topology.analyze`), in milliseconds per case: the
-cheap first pass that says which configurations are worth training.
+cheap first pass that says which configurations are worth training. :func:`mp_against_tcmp`
+then reads the trained runs (relaxed MP and TCMP, seeds averaged) of each network variant
+side by side: where MP disconnects, does TCMP's accuracy pull ahead?
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from tcmplib.topology import analyze
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["one_shot_connectivity", "load_one_shot", "summarize_one_shot", "plot_one_shot"]
+__all__ = [
+    "one_shot_connectivity",
+    "load_one_shot",
+    "summarize_one_shot",
+    "plot_one_shot",
+    "mp_against_tcmp",
+]
 
 
 def one_shot_connectivity(
@@ -122,3 +130,46 @@ def plot_one_shot(summary: pd.DataFrame, reference: pd.DataFrame | None = None) 
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def mp_against_tcmp(
+    folders: Mapping[str, str | os.PathLike[str]],
+    rates: Iterable[float] = (0.95, 0.99),
+    methods: Iterable[str] = ("mp", "tcmp"),
+) -> pd.DataFrame:
+    """The trained runs of each network variant (``{variant: results folder}``), side by side.
+
+    One row per (variant, rate, method) that has runs, rates in %: the seeds, the mean and
+    range of % A-C, and the mean class-averaged accuracy with its standard deviation over
+    seeds (NaN for one seed). (Variant, rate, method) without runs are left out; a folder
+    that does not exist is an error.
+    """
+    from tcmplib.tables import load_results
+
+    wanted = [float(rate) for rate in rates]
+    methods = list(methods)
+    rows = []
+    for variant, folder in folders.items():
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder}: expected a results folder for the variant {variant!r}")
+        results = load_results(folder)
+        for rate in wanted:
+            for method in methods:
+                runs = results[(results["method"] == method) & (results["target_rate"] == rate)]
+                if runs.empty:
+                    continue
+                accuracy = runs["class_avg_accuracy"]
+                rows.append({
+                    "variant": variant,
+                    "rate (%)": 100.0 * rate,
+                    "method": method,
+                    "seeds": len(runs),
+                    "% A-C": float(runs["percent_ac"].mean()),
+                    "% A-C min": float(runs["percent_ac"].min()),
+                    "% A-C max": float(runs["percent_ac"].max()),
+                    "accuracy (%)": float(accuracy.mean()),
+                    "± std": float(accuracy.std(ddof=1)) if len(runs) > 1 else float("nan"),
+                })  # fmt: skip
+    columns = ["variant", "rate (%)", "method", "seeds", "% A-C", "% A-C min", "% A-C max",
+               "accuracy (%)", "± std"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns).round(2)

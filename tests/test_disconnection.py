@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,36 @@ def test_one_shot_rows_load_summarize_and_plot(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(ValueError, match="one-shot.json"):
         load_one_shot(path)
+
+
+def test_mp_against_tcmp_reads_each_variants_runs(tmp_path: Path) -> None:
+    from record_factory import make_record
+
+    from tcmplib.disconnection import mp_against_tcmp
+
+    shared, per_head = tmp_path / "shared", tmp_path / "per-head"
+    for folder in (shared, per_head):
+        folder.mkdir()
+    runs = [
+        (shared, "mp", 0.99, 0, 0.60, 53.0),
+        (per_head, "mp", 0.99, 0, 0.40, 10.0),
+        (per_head, "mp", 0.99, 1, 0.50, 30.0),
+        (per_head, "tcmp", 0.99, 0, 0.70, 100.0),
+        (per_head, "tcmp", 0.99, 1, 0.72, 100.0),
+        (per_head, "baseline", 0.0, 0, 0.80, 100.0),
+    ]
+    for folder, method, rate, seed, accuracy, ac in runs:
+        record = make_record(method, rate, seed, class_avg_accuracy=accuracy, percent_ac=ac)
+        (folder / f"{record['name']}.json").write_text(json.dumps(record))
+    table = mp_against_tcmp({"shared": shared, "per-head": per_head}, rates=(0.95, 0.99))
+    assert table[["variant", "method", "seeds"]].values.tolist() == [
+        ["shared", "mp", 1],
+        ["per-head", "mp", 2],
+        ["per-head", "tcmp", 2],
+    ]
+    mp = table.iloc[1]
+    assert (mp["% A-C"], mp["% A-C min"], mp["% A-C max"]) == (20.0, 10.0, 30.0)
+    assert mp["accuracy (%)"] == 45.0 and mp["± std"] == pytest.approx(7.07, abs=0.01)
+    assert math.isnan(table.iloc[0]["± std"])
+    with pytest.raises(ValueError, match="expected a results folder for the variant 'x'"):
+        mp_against_tcmp({"x": tmp_path / "missing"})
