@@ -22,6 +22,7 @@ side by side: where MP disconnects, does TCMP's accuracy pull ahead?
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,6 +44,10 @@ __all__ = [
     "summarize_one_shot",
     "plot_one_shot",
     "mp_against_tcmp",
+    "describe_runs",
+    "tcmp_lead",
+    "kept_by_tensor",
+    "loss_range",
 ]
 
 
@@ -173,3 +178,85 @@ def mp_against_tcmp(
     columns = ["variant", "rate (%)", "method", "seeds", "% A-C", "% A-C min", "% A-C max",
                "accuracy (%)", "± std"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns).round(2)
+
+
+def _row(table: pd.DataFrame, variant: str, rate: float, method: str) -> pd.Series | None:
+    found = table[
+        (table["variant"] == variant) & (table["rate (%)"] == rate) & (table["method"] == method)
+    ]
+    return None if found.empty else found.iloc[0]
+
+
+def _seeds(count: int) -> str:
+    return "1 seed" if count == 1 else f"{count} seeds"
+
+
+def describe_runs(table: pd.DataFrame, variant: str, rate: float, method: str) -> str:
+    """One row of :func:`mp_against_tcmp` in words (rate in %): its % A-C (with the range
+    over seeds when there are several) and accuracy, or that it has not been run."""
+    row = _row(table, variant, rate, method)
+    if row is None:
+        return "not run yet"
+    seeds = int(row["seeds"])
+    ac = f"{row['% A-C']:.2f}% A-C"
+    if seeds > 1 and row["% A-C min"] != row["% A-C max"]:
+        ac += f" ({row['% A-C min']:.2f} to {row['% A-C max']:.2f})"
+    spread = "" if seeds == 1 else f" ± {row['± std']:.2f}"
+    return f"{ac} and {row['accuracy (%)']:.2f}{spread}% accuracy ({_seeds(seeds)})"
+
+
+def tcmp_lead(table: pd.DataFrame, variant: str, rate: float) -> str:
+    """TCMP's accuracy minus MP's at ``rate`` (%) for ``variant``, in words, next to the seed
+    spreads it has to exceed; or what is missing."""
+    mp, tcmp = _row(table, variant, rate, "mp"), _row(table, variant, rate, "tcmp")
+    if mp is None or tcmp is None:
+        return "not measured yet (one of the two methods has no run)"
+    lead = tcmp["accuracy (%)"] - mp["accuracy (%)"]
+    spreads = [row["± std"] for row in (mp, tcmp) if row["seeds"] > 1]
+    spread = max(spreads) if len(spreads) == 2 else math.nan
+    text = f"{lead:+.2f} points"
+    if math.isnan(spread):
+        return f"{text} (a single seed on one side at least: no spread to compare it with)"
+    beyond = "beyond" if abs(lead) > spread else "within"
+    return f"{text}, {beyond} the larger seed spread ({spread:.2f})"
+
+
+def kept_by_tensor(
+    folders: Mapping[str, str | os.PathLike[str]], rate: float = 0.99, method: str = "mp"
+) -> pd.DataFrame:
+    """Where ``method``'s runs at ``rate`` keep their weights, per variant and tensor: kept
+    and A-C weights summed over seeds, and the tensor's % A-C (from the records' per-tensor
+    breakdown, :func:`tcmplib.findings.ac_by_tensor`)."""
+    from tcmplib.findings import ac_by_tensor
+
+    frames = []
+    for variant, folder in folders.items():
+        rows = ac_by_tensor(folder, methods=(method,))
+        rows = rows[rows["rate (%)"] == 100.0 * rate]
+        if rows.empty:
+            continue
+        summed = rows.groupby("tensor", sort=False)[["weights", "kept", "A-C"]].sum()
+        summed["seeds"] = rows.groupby("tensor", sort=False)["seed"].nunique()
+        summed["% A-C"] = (100.0 * summed["A-C"] / summed["kept"]).round(2)
+        frames.append(summed.reset_index().assign(variant=variant))
+    columns = ["variant", "tensor", "seeds", "weights", "kept", "A-C", "% A-C"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def loss_range(results_dir: str | os.PathLike[str], method: str, rate: float) -> str:
+    """The lowest and highest training loss that ``method``'s runs at ``rate`` recorded
+    (every evaluated epoch, all seeds), in words; or that there is no such run."""
+    from tcmplib.records import read_folder
+
+    losses = [
+        row["loss"]
+        for _, record in read_folder(results_dir)
+        if record.config.method == method and record.config.rate == rate
+        for row in record.report.history
+        if "loss" in row
+    ]
+    if not losses:
+        return f"(no {method} run at {100 * rate:g}% yet)"
+    return f"{min(losses):.2f} and {max(losses):.2f}"

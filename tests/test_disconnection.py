@@ -149,3 +149,21 @@ def test_mp_against_tcmp_reads_each_variants_runs(tmp_path: Path) -> None:
     assert math.isnan(table.iloc[0]["± std"])
     with pytest.raises(ValueError, match="expected a results folder for the variant 'x'"):
         mp_against_tcmp({"x": tmp_path / "missing"})
+
+    from tcmplib.disconnection import describe_runs, tcmp_lead
+
+    assert describe_runs(table, "per-head", 99.0, "mp") == (
+        "20.00% A-C (10.00 to 30.00) and 45.00 ± 7.07% accuracy (2 seeds)"
+    )
+    assert describe_runs(table, "shared", 99.0, "mp") == "53.00% A-C and 60.00% accuracy (1 seed)"
+    assert describe_runs(table, "shared", 95.0, "mp") == "not run yet"
+    assert tcmp_lead(table, "per-head", 99.0) == (
+        "+26.00 points, beyond the larger seed spread (7.07)"
+    )
+    assert tcmp_lead(table, "shared", 99.0).startswith("not measured yet")
+
+    from tcmplib.disconnection import loss_range
+
+    # make_record's history is one row with loss 1.0 per run.
+    assert loss_range(per_head, "mp", 0.99) == "1.00 and 1.00"
+    assert loss_range(per_head, "tcmp", 0.95) == "(no tcmp run at 95% yet)"
