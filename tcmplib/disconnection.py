@@ -48,6 +48,8 @@ __all__ = [
     "tcmp_lead",
     "kept_by_tensor",
     "loss_range",
+    "untrained_connectivity",
+    "per_head_numbers",
 ]
 
 
@@ -260,3 +262,39 @@ def loss_range(results_dir: str | os.PathLike[str], method: str, rate: float) ->
     if not losses:
         return f"(no {method} run at {100 * rate:g}% yet)"
     return f"{min(losses):.2f} and {max(losses):.2f}"
+
+
+def untrained_connectivity(config: GCNConfig, seed: int = 0) -> pd.DataFrame:
+    """:func:`one_shot_connectivity` of a freshly initialized network (Glorot, ``seed``):
+    the first mask of a method that ties its start to the initial magnitudes."""
+    import torch
+
+    from tcmplib.model import AttentionGCN
+
+    torch.manual_seed(seed)
+    network = AttentionGCN(config)
+    return one_shot_connectivity(
+        {name: w.detach() for name, w in network.prunable().items()}, config
+    )
+
+
+def per_head_numbers(config: GCNConfig, fresh: pd.DataFrame) -> dict[str, str]:
+    """What chapter 4b quotes of a per-head network: its sizes, the ratio of the Glorot
+    bounds of its filters and its dense layer, how many times the filters outnumber the
+    budget at 99%, and what the global first mask at 99% (``fresh``, rows of
+    :func:`untrained_connectivity`) keeps of each."""
+    first = fresh.set_index(["scope", "rate (%)"]).loc[("global", 99.0)]
+    filters = config.heads * config.d_in * config.channels
+    fc_bound = math.sqrt(6 / (config.fc_in + config.classes))
+    wv_bound = math.sqrt(6 / (config.d_in + config.channels))
+    return {
+        "per_head_channels": f"{config.channels}",
+        "per_head_weights": f"{config.num_weights():,}",
+        "per_head_wv": f"{filters:,}",
+        "per_head_columns": f"{config.value_columns:,}",
+        "per_head_fc_in": f"{config.fc_in:,}",
+        "per_head_scale_ratio": f"{wv_bound / fc_bound:.1f}",
+        "per_head_wv_budget": f"{filters / round(0.01 * config.num_weights()):.1f}",
+        "per_head_first_fc": f"{int(first['fc kept']):,}",
+        "per_head_first_wv": f"{int(first['wv kept']):,}",
+    }

@@ -167,3 +167,19 @@ def test_mp_against_tcmp_reads_each_variants_runs(tmp_path: Path) -> None:
     # make_record's history is one row with loss 1.0 per run.
     assert loss_range(per_head, "mp", 0.99) == "1.00 and 1.00"
     assert loss_range(per_head, "tcmp", 0.95) == "(no tcmp run at 95% yet)"
+
+
+def test_per_head_numbers_of_the_first_mask() -> None:
+    from tcmplib.disconnection import per_head_numbers, untrained_connectivity
+
+    config = GCNConfig(nodes=3, d_in=4, heads=2, qk_dim=2, channels=3, classes=2, values="per-head")
+    fresh = untrained_connectivity(config)
+    assert fresh.equals(untrained_connectivity(config))  # seeded
+    numbers = per_head_numbers(config, fresh)
+    first = fresh.set_index(["scope", "rate (%)"]).loc[("global", 99.0)]
+    assert numbers["per_head_first_fc"] == str(int(first["fc kept"]))
+    assert numbers["per_head_columns"] == "6" and numbers["per_head_wv"] == "24"
+    assert numbers["per_head_weights"] == str(config.num_weights())
+    assert float(numbers["per_head_scale_ratio"]) == pytest.approx(
+        math.sqrt(6 / 7) / math.sqrt(6 / (config.fc_in + 2)), abs=0.05
+    )
