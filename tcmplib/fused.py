@@ -45,25 +45,30 @@ def slice_size(device: torch.device) -> int | None:
 
 
 class _ConvolveDense(torch.autograd.Function):
-    """logits[b] = vec(ReLU(attn[b] @ v[b])) @ fc, slice by slice (see the module doc)."""
+    """logits[b] = vec(ReLU(attn[b] @ v[b])) @ fc, slice by slice (see the module doc).
+
+    Shared filters: ``attn`` holds (node, head) rows, (batch, nodes * heads, nodes), and ``v``
+    is (batch, nodes, channels). Per-head filters: ``attn`` is (batch, heads, nodes, nodes)
+    and ``v`` (batch, heads, nodes, channels).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int
+        ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int, per_head: bool
     ) -> Tensor:
         fc_wide = _widen(fc)
         logits = attn.new_empty(attn.shape[0], fc_wide.shape[1])
         for s in range(0, attn.shape[0], size):
-            hidden = torch.bmm(attn[s : s + size], v[s : s + size]).relu_()
+            hidden = _hidden(attn[s : s + size], v[s : s + size], per_head)
             torch.mm(hidden.flatten(1), fc_wide, out=logits[s : s + size])
         ctx.save_for_backward(attn, v, fc_wide)
-        ctx.size, ctx.classes = size, fc.shape[1]
+        ctx.size, ctx.classes, ctx.per_head = size, fc.shape[1], per_head
         return logits[:, : fc.shape[1]]
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_logits: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, None]:
+    ) -> tuple[Tensor, Tensor, Tensor, None, None]:
         attn, v, fc_wide = ctx.saved_tensors
         size = ctx.size
         grad_wide = _widen(grad_logits)
@@ -72,55 +77,23 @@ class _ConvolveDense(torch.autograd.Function):
         grad_fc = torch.zeros_like(fc_wide)
         for s in range(0, attn.shape[0], size):
             a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
-            hidden = torch.bmm(a, vs).relu_()  # recomputed: cheaper than a trip to memory
+            hidden = _hidden(a, vs, ctx.per_head)  # recomputed: cheaper than a trip to memory
             grad_fc.addmm_(hidden.flatten(1).t(), g)
             grad_hidden = torch.ops.aten.threshold_backward(
                 torch.mm(g, fc_t), hidden.flatten(1), 0.0
-            )
-            grad_hidden = grad_hidden.view(hidden.shape)
-            torch.bmm(grad_hidden, vs.transpose(1, 2), out=grad_attn[s : s + size])
-            torch.bmm(a.transpose(1, 2), grad_hidden, out=grad_v[s : s + size])
-        return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None
-
-
-class _ConvolvePerHeadDense(torch.autograd.Function):
-    """logits[b] = vec_(n,h,c)(ReLU(attn[b, h] @ v[b, h])) @ fc, slice by slice."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int
-    ) -> Tensor:
-        fc_wide = _widen(fc)
-        logits = attn.new_empty(attn.shape[0], fc_wide.shape[1])
-        for s in range(0, attn.shape[0], size):
-            hidden = _node_major(torch.matmul(attn[s : s + size], v[s : s + size]).relu_())
-            torch.mm(hidden.flatten(1), fc_wide, out=logits[s : s + size])
-        ctx.save_for_backward(attn, v, fc_wide)
-        ctx.size, ctx.classes = size, fc.shape[1]
-        return logits[:, : fc.shape[1]]
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad_logits: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, None]:
-        attn, v, fc_wide = ctx.saved_tensors
-        size = ctx.size
-        grad_wide = _widen(grad_logits)
-        fc_t = fc_wide.t().contiguous()
-        grad_attn, grad_v = torch.empty_like(attn), torch.empty_like(v)
-        grad_fc = torch.zeros_like(fc_wide)
-        for s in range(0, attn.shape[0], size):
-            a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
-            hidden = _node_major(torch.matmul(a, vs).relu_())  # recomputed, as above
-            grad_fc.addmm_(hidden.flatten(1).t(), g)
-            grad_hidden = torch.ops.aten.threshold_backward(
-                torch.mm(g, fc_t), hidden.flatten(1), 0.0
-            )
-            # Back to (slice, head, node, channel), the order of the per-head products.
-            grad_hidden = grad_hidden.view(hidden.shape).transpose(1, 2).contiguous()
+            ).view(hidden.shape)
+            if ctx.per_head:  # back to (slice, head, node, channel), the products' order
+                grad_hidden = grad_hidden.transpose(1, 2).contiguous()
             torch.matmul(grad_hidden, vs.transpose(-1, -2), out=grad_attn[s : s + size])
             torch.matmul(a.transpose(-1, -2), grad_hidden, out=grad_v[s : s + size])
-        return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None
+        return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None, None
+
+
+def _hidden(attn: Tensor, v: Tensor, per_head: bool) -> Tensor:
+    """A slice's ReLU(attention @ values) in the dense layer's (node, head, channel) order."""
+    if per_head:
+        return _node_major(torch.matmul(attn, v).relu_())
+    return torch.bmm(attn, v).relu_()
 
 
 def _node_major(hidden: Tensor) -> Tensor:
@@ -147,8 +120,8 @@ def convolve_dense(attn: Tensor, v: Tensor, fc: Tensor, size: int | None) -> Ten
     """
     batch, heads, nodes, _ = attn.shape
     if v.dim() == 4:
-        return _ConvolvePerHeadDense.apply(attn, v, fc, size or max(batch, 1))
+        return _ConvolveDense.apply(attn, v, fc, size or max(batch, 1), True)
     # (batch, node, head, source) rows: one matmul per graph writes the activation directly
     # in the dense layer's (node, head, channel) order.
     rows = attn.transpose(1, 2).reshape(batch, nodes * heads, nodes)
-    return _ConvolveDense.apply(rows, v, fc, size or max(batch, 1))
+    return _ConvolveDense.apply(rows, v, fc, size or max(batch, 1), False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -13,17 +15,23 @@ def _definition(attn: torch.Tensor, v: torch.Tensor, fc: torch.Tensor) -> torch.
     return torch.relu(torch.einsum("bhnm,bmc->bnhc", attn, v)).flatten(1) @ fc
 
 
-@pytest.mark.parametrize("size", [1, 4, 7, 10, None])
-@pytest.mark.parametrize("classes", [3, 16, 45])
-def test_values_and_gradients_equal_the_definition(size: int | None, classes: int) -> None:
+def _per_head_definition(attn: torch.Tensor, v: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+    return torch.relu(torch.einsum("bhnm,bhmc->bnhc", attn, v)).flatten(1) @ fc
+
+
+def _assert_kernel_equals(
+    definition: Callable[..., torch.Tensor], size: int | None, classes: int, per_head: bool
+) -> None:
+    """Values and gradients (float64) of the kernel and of ``definition`` on random inputs."""
     generator = torch.Generator().manual_seed(classes)
     batch, heads, nodes, channels = 10, 3, 5, 4
     attn = torch.softmax(torch.randn(batch, heads, nodes, nodes, generator=generator), -1)
-    v = torch.randn(batch, nodes, channels, generator=generator)
+    shape = (batch, heads, nodes, channels) if per_head else (batch, nodes, channels)
+    v = torch.randn(*shape, generator=generator)
     fc = torch.randn(nodes * heads * channels, classes, generator=generator)
     grad = torch.randn(batch, classes, generator=generator)
     results = []
-    for function in (_definition, lambda a, b, c: convolve_dense(a, b, c, size)):
+    for function in (definition, lambda a, b, c: convolve_dense(a, b, c, size)):
         inputs = [t.clone().double().requires_grad_() for t in (attn, v, fc)]
         out = function(*inputs)
         out.backward(grad.double())
@@ -33,28 +41,16 @@ def test_values_and_gradients_equal_the_definition(size: int | None, classes: in
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def _per_head_definition(attn: torch.Tensor, v: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
-    return torch.relu(torch.einsum("bhnm,bhmc->bnhc", attn, v)).flatten(1) @ fc
+@pytest.mark.parametrize("size", [1, 4, 7, 10, None])
+@pytest.mark.parametrize("classes", [3, 16, 45])
+def test_values_and_gradients_equal_the_definition(size: int | None, classes: int) -> None:
+    _assert_kernel_equals(_definition, size, classes, per_head=False)
 
 
 @pytest.mark.parametrize("size", [1, 4, 7, 10, None])
 @pytest.mark.parametrize("classes", [3, 45])
 def test_per_head_values_and_gradients_equal_the_definition(size: int | None, classes: int) -> None:
-    generator = torch.Generator().manual_seed(classes)
-    batch, heads, nodes, channels = 10, 3, 5, 4
-    attn = torch.softmax(torch.randn(batch, heads, nodes, nodes, generator=generator), -1)
-    v = torch.randn(batch, heads, nodes, channels, generator=generator)
-    fc = torch.randn(nodes * heads * channels, classes, generator=generator)
-    grad = torch.randn(batch, classes, generator=generator)
-    results = []
-    for function in (_per_head_definition, lambda a, b, c: convolve_dense(a, b, c, size)):
-        inputs = [t.clone().double().requires_grad_() for t in (attn, v, fc)]
-        out = function(*inputs)
-        out.backward(grad.double())
-        results.append([out.detach(), *(t.grad for t in inputs)])
-    for expected, got in zip(*results, strict=True):
-        assert got.shape == expected.shape
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    _assert_kernel_equals(_per_head_definition, size, classes, per_head=True)
 
 
 def test_per_head_model_uses_the_kernel_and_equals_its_features_times_fc() -> None:
@@ -63,7 +59,7 @@ def test_per_head_model_uses_the_kernel_and_equals_its_features_times_fc() -> No
     model = AttentionGCN(config)
     x = torch.randn(70, 21, 12)
     logits = model(x)
-    assert type(logits.grad_fn).__name__ == "_ConvolvePerHeadDenseBackward"
+    assert type(logits.grad_fn).__name__ == "_ConvolveDenseBackward"
     torch.testing.assert_close(logits, model.features(x) @ model.fc, rtol=1e-5, atol=1e-6)
 
 
