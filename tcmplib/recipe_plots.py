@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,15 @@ from tcmplib.select import recipe_key, records_by_recipe
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: The candidate sets of the first two rounds of the search, run on one 3-fold split.
+SEARCH_ROUNDS = ("ablation", "combinations", "refinements", "weight-decay")
+#: The split those rounds used: their numbers are read from it alone, as they were chosen.
+FIRST_SPLIT = (0,)
+
 __all__ = [
+    "SEARCH_ROUNDS",
+    "FIRST_SPLIT",
+    "repeated_cv_numbers",
     "baseline_records",
     "plot_cv_curves",
     "plot_baseline_curves",
@@ -64,6 +73,7 @@ def recipe_accuracies(folders: Mapping[str, str | os.PathLike[str]]) -> Any:
             "weights": records[0]["report"]["total_weights"],
             "training time (min)": float(np.mean([r["report"]["wall_time_s"] for r in records]))
             / 60,
+            "device": ", ".join(sorted({r["provenance"]["device"] for r in records})),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("recipe")
 
@@ -167,11 +177,13 @@ def recipe_chapter_numbers(
 
     Gains are in points of held-out accuracy against "as written" (``<option>_gain``);
     ``<recipe>_test``/``_std``/``_lr`` are the paper-scale test accuracy, its sample std over
-    seeds and the median learning rate of the last evaluated epoch.
+    seeds and the median learning rate of the last evaluated epoch. The first two rounds
+    (:data:`SEARCH_ROUNDS`) are read as they were run, on split 0 alone; ``r3_*`` are the
+    third round's, every candidate over all its splits (:func:`repeated_cv_numbers`).
     """
     from tcmplib.select import best_candidate, cv_table
 
-    table = cv_table(cv_dir, candidates["ablation"])
+    table = cv_table(cv_dir, candidates["ablation"], FIRST_SPLIT)
     ablation = table["cv accuracy (%)"]
     base = float(ablation["as written"])
     keys = {"M = 32 chunks": "m32", "palm frame (every frame)": "palm",
@@ -185,9 +197,9 @@ def recipe_chapter_numbers(
         numbers[f"{key}_gain"] = float(ablation[label]) - base
         numbers[f"{key}_std"] = float(table.loc[label, "std"])
     numbers["as_written_cv_std"] = float(table.loc["as written", "std"])
-    everything = {name: r for group in candidates.values() for name, r in group.items()}
-    label, best = best_candidate(cv_dir, everything)
-    best_row = cv_table(cv_dir, {label: best}).iloc[0]
+    everything = {name: r for key in SEARCH_ROUNDS for name, r in candidates[key].items()}
+    label, best = best_candidate(cv_dir, everything, FIRST_SPLIT)
+    best_row = cv_table(cv_dir, {label: best}, FIRST_SPLIT).iloc[0]
     numbers.update(selected_label=label, selected_options=best.describe(),
                    selected_cv=float(best_row["cv accuracy (%)"]),
                    selected_cv_std=float(best_row["std"]),
@@ -202,7 +214,7 @@ def recipe_chapter_numbers(
     )
     accuracy = recipe_accuracies(paper_scale)
     for name, folder in paper_scale.items():
-        key = name.replace(" ", "_")
+        key = re.sub(r"[^a-z0-9]+", "_", name.lower())
         numbers[f"{key}_test"] = float(accuracy.loc[name, "test accuracy (%)"])
         numbers[f"{key}_test_std"] = float(accuracy.loc[name, "std"])
         last_lr = [r["history"][-1]["lr"] for r in baseline_records(folder)]
@@ -216,12 +228,12 @@ def recipe_chapter_numbers(
         )
     readings = reporting_conventions(paper_scale)
     for name in paper_scale:
-        key = name.replace(" ", "_")
+        key = re.sub(r"[^a-z0-9]+", "_", name.lower())
         numbers[f"{key}_best"] = float(readings.loc[name, "best evaluation"])
         numbers[f"{key}_last_mean"] = float(readings.loc[name].iloc[1])
     from tcmplib.recipe import RECIPES
 
-    first = cv_table(cv_dir, {"round 1": RECIPES["round-1"]}).iloc[0]
+    first = cv_table(cv_dir, {"round 1": RECIPES["round-1"]}, FIRST_SPLIT).iloc[0]
     numbers["round_1_cv"] = float(first["cv accuracy (%)"])
     numbers["round_1_cv_std"] = float(first["std"])
     numbers["round_2_cv_gain"] = float(numbers["selected_cv"]) - float(numbers["round_1_cv"])
@@ -233,4 +245,34 @@ def recipe_chapter_numbers(
         numbers["test_gain"] = float(numbers["selected_test"]) - float(numbers["as_written_test"])
         numbers["gap_closed"] = 100 * float(numbers["test_gain"]) / float(numbers["as_written_gap"])
         numbers["cv_gain"] = float(numbers["selected_cv"]) - base
+    numbers.update(repeated_cv_numbers(cv_dir, candidates))
     return numbers
+
+
+def repeated_cv_numbers(
+    cv_dir: str | os.PathLike[str], candidates: Mapping[str, Mapping[str, Recipe]]
+) -> dict[str, float | str]:
+    """The third round's numbers: every candidate of every set over all its splits (repeated
+    k-fold), the best of them, the best of the first two rounds' candidates, and the per-head
+    filters against the selected recipe, fold by fold
+    (:func:`~tcmplib.select.paired_difference`)."""
+    from tcmplib.recipe import RECIPES
+    from tcmplib.select import cv_table, paired_difference, unique_candidates
+
+    table = cv_table(cv_dir, unique_candidates(candidates.values()))
+    earlier = cv_table(cv_dir, unique_candidates(candidates[key] for key in SEARCH_ROUNDS))
+    best, best_earlier = table["cv accuracy (%)"].idxmax(), earlier["cv accuracy (%)"].idxmax()
+    selected = cv_table(cv_dir, {"selected": RECIPES["selected"]}).iloc[0]
+    ahead_of_selected = earlier["cv accuracy (%)"] > selected["cv accuracy (%)"]
+    pair = paired_difference(cv_dir, RECIPES["selected-per-head"], RECIPES["selected"])
+    return {"r3_folds": int(table["folds"].min()), "r3_best_label": str(best),
+            "r3_best_cv": float(table.loc[best, "cv accuracy (%)"]),
+            "r3_best_std": float(table.loc[best, "std"]),
+            "r3_earlier_label": str(best_earlier),
+            "r3_earlier_cv": float(earlier.loc[best_earlier, "cv accuracy (%)"]),
+            "r3_selected_cv": float(selected["cv accuracy (%)"]),
+            "r3_selected_std": float(selected["std"]),
+            "r3_selected_rank": int(ahead_of_selected.sum()) + 1,
+            "r3_earlier_count": len(earlier),
+            "r3_per_head_gain": pair["mean"], "r3_per_head_gain_std": pair["std"],
+            "r3_per_head_ahead": pair["ahead"], "r3_pairs": pair["folds"]}  # fmt: skip

@@ -19,7 +19,10 @@ from tcmplib.select import (
     cv_records,
     cv_table,
     fold_dataset,
+    paired_difference,
+    record_split,
     stratified_folds,
+    unique_candidates,
 )
 
 
@@ -72,6 +75,32 @@ def test_cross_validate_runs_resumes_and_tabulates(tmp_path: Path) -> None:
     label, recipe = best_candidate(tmp_path, candidates)
     assert table.loc[label, "cv accuracy (%)"] == table["cv accuracy (%)"].max()
     assert recipe == candidates[label]
+
+
+def test_cv_table_reads_chosen_splits(tmp_path: Path) -> None:
+    candidates = {"as written": AS_WRITTEN}
+    kwargs = {"folds": 2, "epochs": 2, "dataset": "synthetic", "device": "cpu", "progress": False}
+    done = cross_validate(candidates, tmp_path, splits=2, **kwargs)  # type: ignore[arg-type]
+    assert not done["failed"] and len(done["missing"]) == 4
+    by_split = {0: [], 1: []}  # type: dict[int, list[float]]
+    for record in cv_records(tmp_path):
+        by_split[record_split(record)].append(100 * record["val_class_avg_accuracy"])
+    assert [len(v) for v in by_split.values()] == [2, 2]
+    assert cv_table(tmp_path, candidates).loc["as written", "folds"] == 4
+    first = cv_table(tmp_path, candidates, splits=(0,)).loc["as written"]
+    assert first["folds"] == 2
+    assert first["cv accuracy (%)"] == pytest.approx(np.mean(by_split[0]))
+    second = cv_table(tmp_path, candidates, splits=[1]).loc["as written"]
+    assert second["cv accuracy (%)"] == pytest.approx(np.mean(by_split[1]))
+    same = paired_difference(tmp_path, AS_WRITTEN, AS_WRITTEN)
+    assert same == {"mean": 0.0, "std": 0.0, "folds": 4, "ahead": 0}
+    with pytest.raises(ValueError, match="fewer than 2 folds run by both recipes"):
+        paired_difference(tmp_path, Recipe(velocity=True), AS_WRITTEN)
+
+
+def test_unique_candidates_keep_the_first_label() -> None:
+    groups = [{"a": AS_WRITTEN, "b": Recipe(chunks=32)}, {"c": Recipe(chunks=32), "d": Recipe()}]
+    assert unique_candidates(groups) == {"a": AS_WRITTEN, "b": Recipe(chunks=32)}
 
 
 def test_an_old_or_foreign_record_is_a_one_line_error(tmp_path: Path) -> None:
