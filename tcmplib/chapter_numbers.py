@@ -31,6 +31,7 @@ from tcmplib.tables import paper_table1_left, paper_table1_right, table1_right
 
 __all__ = [
     "Numbers",
+    "selected_recipe_numbers",
     "glue_numbers",
     "experiments_numbers",
     "low_rate_pmp",
@@ -292,6 +293,51 @@ def finding_numbers(findings: pd.DataFrame) -> Numbers:
         numbers[f"finding_{name}"] = verdict
         numbers[f"numbers_{name}"] = findings.loc[key, "ours"]
     return numbers
+
+
+def _holding(verdicts: pd.Series) -> str:
+    """How many claims hold, and how many more hold only within the spread over seeds."""
+    holds = int((verdicts == "holds").sum())
+    within = int((verdicts == "holds within seed spread").sum())
+    return f"{holds}" + (f" (and {within} more within the spread over seeds)" if within else "")
+
+
+def _cell_text(table: pd.DataFrame, rate: float, method: str, column: str) -> str:
+    """One cell of a Table 1-right as text: accuracy with its std, or % A-C; a dash if absent."""
+    if (rate, method) not in table.index:
+        return "—"
+    row = table.loc[(rate, method)]
+    if column == "% A-C":
+        return f"{row['% A-C']:.2f}%"
+    return f"{row['accuracy (%)']:.2f} ± {row['± std']:.2f}%"
+
+
+def selected_recipe_numbers(selected: pd.DataFrame, both: pd.DataFrame) -> Numbers:
+    """Chapter 8's opening section: the verdicts under the selected recipe (``sel_``) and as
+    written (``aw_``) from :func:`tcmplib.findings.findings_by_recipe` (columns "selected"
+    and "as written"), and the cells of the selected Table 1-right that the prose quotes."""
+    spread = {
+        "holds within seed spread": "TCMP is ahead at both rates, by less than the spread "
+        "over seeds",
+        "holds": "TCMP is ahead at both rates, beyond the spread over seeds",
+    }
+    verdict = str(both.loc["tcmp-beats-mp", "selected: verdict"])
+    return {
+        "sel_holding": _holding(both["selected: verdict"]),
+        "aw_holding": _holding(both["as written: verdict"]),
+        "sel_baseline": _cell_text(selected, 0.0, "baseline", "accuracy"),
+        "sel_low_rates": str(both.loc["low-rates", "selected"]),
+        "sel_mp_99": _cell_text(selected, 0.99, "mp", "% A-C"),
+        "sel_mp_95": _cell_text(selected, 0.95, "mp", "% A-C"),
+        "aw_mp_99": str(both.loc["mp-disconnects", "as written"]).split("99%: ")[-1],
+        "sel_tcmp_vs_mp": f"{both.loc['tcmp-beats-mp', 'selected']}. "
+        + spread.get(verdict, f"The claim's verdict: {verdict}"),
+        "sel_tcmp_vs_greedy": str(both.loc["tcmp-beats-greedy", "selected"]),
+        "sel_pmp_high": f"{_cell_text(selected, 0.95, 'pmp', 'accuracy')} at 95% and "
+        f"{_cell_text(selected, 0.99, 'pmp', 'accuracy')} at 99% (MP: "
+        f"{_cell_text(selected, 0.95, 'mp', 'accuracy')} and "
+        f"{_cell_text(selected, 0.99, 'mp', 'accuracy')})",
+    }
 
 
 @dataclass(frozen=True)

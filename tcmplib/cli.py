@@ -257,7 +257,7 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser], su
         choices=sorted(GRIDS),
         help="table1: baseline + MP, greedy TC, TCMP and PMP at 50/75/95/99%%; "
         "baseline: the dense network alone; disconnection: baseline + MP and TCMP at "
-        "95/99%% (chapter 4b, e.g. with --recipe selected-per-head)",
+        "95/99%% (chapter 4b, e.g. with --recipe selected-per-head or selected-bilinear)",
     )
     sweep.add_argument(
         "--seeds", type=_positive_int, default=1, help="number of seeds, 0..N-1 (default 1)"

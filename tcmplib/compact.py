@@ -51,7 +51,13 @@ from safetensors.torch import load_file, save, save_file
 from torch import Tensor, nn
 
 from tcmplib.fused import convolve_dense
-from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, neighbourhood_mask
+from tcmplib.model import (
+    PRUNABLE,
+    AttentionGCN,
+    GCNConfig,
+    bilinear_weights,
+    neighbourhood_mask,
+)
 from tcmplib.topology import analyze, value_tensor, value_view
 
 __all__ = [
@@ -139,6 +145,8 @@ def _config_json(config: GCNConfig) -> dict[str, object]:
         del fields["neighbourhood"]
     if fields["values"] == "shared":
         del fields["values"]
+    if fields["attention"] == "softmax":
+        del fields["attention"]
     return fields
 
 
@@ -153,6 +161,7 @@ class CompactGCN(nn.Module):
     fc_rows: Tensor
     conv_rows: Tensor
     additive_mask: Tensor | None
+    score_weights: Tensor | None
 
     def __init__(
         self,
@@ -179,10 +188,18 @@ class CompactGCN(nn.Module):
         self.register_buffer(
             "additive_mask",
             None
-            if hops is None
+            if hops is None or config.silenceable
             else torch.zeros(config.nodes, config.nodes).masked_fill(
                 ~neighbourhood_mask(hops), float("-inf")
             ),
+            persistent=False,
+        )
+        # Bilinear attention multiplies its scores instead (tcmplib.model.bilinear_weights).
+        self.register_buffer(
+            "score_weights",
+            bilinear_weights(config.nodes, None if hops is None else neighbourhood_mask(hops))
+            if config.silenceable
+            else None,
             persistent=False,
         )
         self._qk_cache: tuple[tuple[tuple[int, int], ...], Tensor] | None = None
@@ -258,7 +275,8 @@ class CompactGCN(nn.Module):
     # The forward pass in its stages (:data:`STAGES`), so that a profile times the same code.
 
     def attention(self, x: Tensor) -> Tensor:
-        """Row-stochastic attention of every kept head: (batch, heads, nodes, nodes)."""
+        """Attention of every kept head, (batch, heads, nodes, nodes), as the network's
+        (:meth:`tcmplib.model.AttentionGCN.attention`)."""
         batch, nodes, d_in = x.shape
         heads, width = self.wq.shape[0], self.wq.shape[2]
         # Queries and keys of all heads from one product; each head's (nodes, width) blocks
@@ -269,6 +287,8 @@ class CompactGCN(nn.Module):
         q = qk[:, :, 0].transpose(1, 2).contiguous()
         k = qk[:, :, 1].permute(0, 2, 3, 1).contiguous()
         scores = torch.matmul(q, k)
+        if self.score_weights is not None:
+            return scores.mul_(self.score_weights)
         if self.additive_mask is not None:
             scores.add_(self.additive_mask)
         return torch.softmax(scores, dim=-1)
@@ -572,11 +592,11 @@ def _parse_description(
             raise CompactFormatError(f"{path}: expected an object under {key!r}")
     config_fields = set(GCNConfig.__dataclass_fields__)
     # The recipe's options came later and change no shape: files written before them load.
-    required = config_fields - {"dropout", "neighbourhood", "values"}
+    required = config_fields - {"dropout", "neighbourhood", "values", "attention"}
     if not required <= set(description["config"]) <= config_fields:
         raise CompactFormatError(
             f"{path}: config: expected the keys {sorted(required)} (and optionally dropout, "
-            f"neighbourhood, values), got {sorted(description['config'])}"
+            f"neighbourhood, values, attention), got {sorted(description['config'])}"
         )
     try:
         config = GCNConfig(**description["config"])

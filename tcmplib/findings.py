@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -37,6 +37,7 @@ __all__ = [
     "Finding",
     "MaskCollapse",
     "check_findings",
+    "findings_by_recipe",
     "mask_collapse",
     "AC_BY_TENSOR_COLUMNS",
     "ONESHOT_MP_COLUMNS",
@@ -339,6 +340,24 @@ def check_findings(ours: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.
             }
         )
     return pd.DataFrame(rows, index=pd.Index([f.key for f in FINDINGS], name="finding"))
+
+
+def findings_by_recipe(
+    tables: Mapping[str, pd.DataFrame], paper: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """:func:`check_findings` of several tables side by side (label -> table, e.g. one per
+    training recipe): the claim, the paper's numbers, then each label's numbers and verdict
+    (columns ``<label>`` and ``<label>: verdict``)."""
+    if not tables:
+        raise ValueError("tables: expected at least one labelled table")
+    columns: dict[str, pd.Series] = {}
+    for label, table in tables.items():
+        checked = check_findings(table, paper)
+        if not columns:
+            columns = {"claim": checked["claim"], "paper": checked["paper"]}
+        columns[label] = checked["ours"]
+        columns[f"{label}: verdict"] = checked["verdict"]
+    return pd.DataFrame(columns)
 
 
 # --------------------------------------------------------------------------- diagnosis

@@ -19,6 +19,18 @@ dense layer; with ``C = 117`` filters per head (:func:`per_head_channels`: the w
 weight count is nearest the paper's 1,967,616) the network keeps about 2M weights. Chapter
 ``04b_disconnection`` studies what this changes for magnitude pruning.
 
+The attention can also be drawn so that pruning can silence a head (``attention=
+"bilinear"``): the scores themselves, averaged over the attended joints, instead of their
+softmax::
+
+    A_k = ((X Wq_k)(X Wk_k)^T / sqrt(qk_dim)) * B / rowsum(B)    # B: attended joints, 0/1
+
+Softmax attention is strictly positive: a head whose query or key weights are all pruned
+attends uniformly and still carries its values. A bilinear head whose query columns and key
+columns share no kept pair computes ``A_k = 0`` and contributes nothing, so its filters and
+dense-layer weights lose their paths (:mod:`tcmplib.topology`). Chapter
+``04b_disconnection`` studies what this changes for magnitude pruning.
+
 Two options of the training recipe (:mod:`tcmplib.recipe`) change the forward pass, not the
 weights: ``dropout`` on the dense layer's inputs while training, and ``neighbourhood``, which
 restricts every head's attention to joints at most that many bones apart (the paper's edges
@@ -41,12 +53,14 @@ from tcmplib.data.skeleton import BONES, NUM_JOINTS
 from tcmplib.fused import convolve_dense, slice_size
 
 __all__ = [
+    "ATTENTIONS",
     "GCNConfig",
     "AttentionGCN",
     "PRUNABLE",
     "VALUES",
     "PAPER_WEIGHTS",
     "neighbourhood_mask",
+    "bilinear_weights",
     "per_head_channels",
 ]
 
@@ -56,6 +70,10 @@ PRUNABLE: tuple[str, ...] = ("wq", "wk", "wv", "fc")
 #: How the convolution filters (the value projection) are held: one ``wv`` shared by all heads
 #: (the reconstruction's default), or one per head (Section 2's ``W^k``).
 VALUES: tuple[str, ...] = ("shared", "per-head")
+
+#: How a head's attention is formed from its scores: a softmax over the attended joints (the
+#: reconstruction's default), or the scores averaged over them, which pruning can silence.
+ATTENTIONS: tuple[str, ...] = ("softmax", "bilinear")
 
 #: The paper's weight count for the dense baseline (Table 1, 0% row).
 PAPER_WEIGHTS = 1_967_616
@@ -74,10 +92,11 @@ class GCNConfig:
     dropout: float = 0.0  # on the dense layer's inputs, while training
     neighbourhood: int | None = None  # attention within this many bones; None: all joints
     values: str = "shared"  # one of VALUES; "per-head": channels filters for every head
+    attention: str = "softmax"  # one of ATTENTIONS; "bilinear": a head that pruning can silence
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if name in ("dropout", "neighbourhood", "values"):
+            if name in ("dropout", "neighbourhood", "values", "attention"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GCNConfig.{name}: expected a positive integer, got {value!r}")
@@ -105,11 +124,22 @@ class GCNConfig:
             raise ValueError(
                 f"GCNConfig.values: expected one of {', '.join(VALUES)}, got {self.values!r}"
             )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"GCNConfig.attention: expected one of {', '.join(ATTENTIONS)}, "
+                f"got {self.attention!r}"
+            )
 
     @property
     def per_head(self) -> bool:
         """Whether every head owns its convolution filters."""
         return self.values == "per-head"
+
+    @property
+    def silenceable(self) -> bool:
+        """Whether a head whose query and key columns share no kept pair contributes nothing
+        (bilinear attention), rather than attending uniformly (softmax)."""
+        return self.attention == "bilinear"
 
     @property
     def value_columns(self) -> int:
@@ -174,6 +204,13 @@ def masked_scores(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
 
 
+def bilinear_weights(nodes: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """(nodes, nodes): what bilinear attention multiplies its scores by, ``B / rowsum(B)``
+    with ``B`` the attended joints (all of them without a neighbourhood mask)."""
+    attended = torch.ones(nodes, nodes) if mask is None else mask.to(torch.get_default_dtype())
+    return attended / attended.sum(dim=1, keepdim=True)
+
+
 class AttentionGCN(nn.Module):
     """One attention layer, one graph convolution, one dense layer; see the module doc."""
 
@@ -217,10 +254,14 @@ class AttentionGCN(nn.Module):
         return sum(p.numel() for p in self.prunable().values())
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Row-stochastic attention of every head: (batch, heads, nodes, nodes)."""
+        """Attention of every head, (batch, heads, nodes, nodes): row-stochastic (softmax), or
+        the scores averaged over the attended joints (bilinear)."""
         q = torch.einsum("bnd,hde->bhne", x, self.wq)
         k = torch.einsum("bnd,hde->bhne", x, self.wk)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.config.qk_dim)
+        if self.config.silenceable:
+            weights = bilinear_weights(self.config.nodes, self.attention_mask)
+            return scores * weights.to(scores.device, scores.dtype)
         return torch.softmax(masked_scores(scores, self.attention_mask), dim=-1)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:

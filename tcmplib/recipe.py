@@ -49,7 +49,7 @@ from torch import Tensor
 
 from tcmplib.data import SkeletonDataset, generate_synthetic, load_dataset, load_fpha
 from tcmplib.data.preprocess import FRAMES, signal_frames
-from tcmplib.model import VALUES, GCNConfig, per_head_channels
+from tcmplib.model import ATTENTIONS, VALUES, GCNConfig, per_head_channels
 
 __all__ = [
     "Recipe",
@@ -84,6 +84,8 @@ class Recipe:
     weight_decay: float = 0.0
     # Came after runs were recorded: at its default it stays out of run identities.
     values: str = field(default="shared", metadata={"identity": "unless-default"})
+    # How a head's attention is formed; "bilinear" lets pruning silence a head (model doc).
+    attention: str = field(default="softmax", metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -114,6 +116,8 @@ class Recipe:
             fail("weight_decay", "a number >= 0")
         if self.values not in VALUES:
             fail("values", f"one of {', '.join(VALUES)}")
+        if self.attention not in ATTENTIONS:
+            fail("attention", f"one of {', '.join(ATTENTIONS)}")
         # 30 and 30.0 are one recipe: store floats, so that its identity (and hash) is one too.
         for name in ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -171,6 +175,7 @@ class Recipe:
             dropout=self.dropout,
             neighbourhood=self.neighbourhood,
             values=self.values,
+            attention=self.attention,
             **per_head,
         )
 
@@ -196,7 +201,7 @@ def _is_number(value: object) -> bool:
 _TYPES = {"chunks": int, "frame": str, "hand_size": bool, "velocity": bool,
           "rotate_deg": float, "scale": float, "time_crop": float, "dropout": float,
           "neighbourhood": int,
-          "weight_decay": float, "values": str}  # fmt: skip
+          "weight_decay": float, "values": str, "attention": str}  # fmt: skip
 
 
 def _checked_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +250,9 @@ RECIPES: dict[str, Recipe] = {
 }
 # The disconnection study's variant (chapter 4b): the selected recipe with per-head filters.
 RECIPES["selected-per-head"] = replace(RECIPES["selected"], values="per-head")
+# Its attention that pruning can silence (bilinear), with shared and with per-head filters.
+RECIPES["selected-bilinear"] = replace(RECIPES["selected"], attention="bilinear")
+RECIPES["selected-per-head-bilinear"] = replace(RECIPES["selected-per-head"], attention="bilinear")
 
 
 #: The environment variable the chapters read their recipe's name from.

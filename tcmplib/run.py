@@ -232,6 +232,8 @@ def model_identity(gcn: Any) -> dict[str, Any]:
     elif identity.get("values") == "per-head":
         # Filters per head follow from the data's sizes (tcmplib.model.per_head_channels).
         del identity["channels"]
+    if identity.get("attention") == "softmax":  # likewise (see Recipe.attention)
+        del identity["attention"]
     return identity
 
 
@@ -455,7 +457,7 @@ def execute(
         train_overrides=recipe.train_overrides(),
         **asdict(options),
     )
-    final_topology = analyze(masks_from_model(pruned.model))  # type: ignore[arg-type]
+    final_topology = analyze(masks_from_model(pruned.model), pruned.model.config)  # type: ignore[arg-type]
     compact = compact_model(pruned.model.cpu())  # type: ignore[arg-type]
     if models_dir:
         save_compact(compact, Path(models_dir) / config.name)

@@ -249,12 +249,12 @@ def _read_config(description: dict[str, Any], path: Path) -> GCNConfig:
     """The config, needed before the rest to know the length of the fc_inputs bitmap;
     :func:`~tcmplib.compact._parse_description` checks it again with everything else."""
     fields = set(GCNConfig.__dataclass_fields__)
-    required = fields - {"dropout", "neighbourhood", "values"}
+    required = fields - {"dropout", "neighbourhood", "values", "attention"}
     config = description.get("config")
     if not isinstance(config, dict) or not required <= set(config) <= fields:
         raise CompactFormatError(
             f"{path}: config: expected an object with the keys {sorted(required)} (and "
-            "optionally dropout, neighbourhood, values)"
+            "optionally dropout, neighbourhood, values, attention)"
         )
     try:
         return GCNConfig(**config)

@@ -58,6 +58,13 @@ Query and key weights shape the attention but do not carry the signal. Our rule 
 Q/K edges read the input directly, so they are always accessible; the rule above is their
 co-accessibility.
 
+With bilinear attention (``GCNConfig.attention == "bilinear"``) a head can be silenced: its
+attention ``A_h`` is the scores themselves (averaged over the attended joints), which are 0
+unless some column ``j`` keeps an entry in both ``Wq_h`` and ``Wk_h``. The fan-out then
+reaches the dense-layer inputs ``(n, h, c)`` of such *open* heads only (forwards and
+backwards), so the filters and dense-layer weights of a closed head lose their paths; the
+Q/K rule above is unchanged (a live head is open).
+
 Exact and differentiable analysis share one implementation
 ----------------------------------------------------------
 :meth:`UnitGraph.reachability` takes float masks and a ``step`` function. With
@@ -308,16 +315,22 @@ class UnitGraph:
         config = self.attention
         if config is not None and config.per_head:
             masks = {**masks, "wv": value_view(masks["wv"], config)}
+        # Bilinear attention: the fan-out reaches the dense-layer inputs of open heads only.
+        open_inputs = self._open_inputs(masks, step) if config and config.silenceable else None
         forward = [ones]
         for link in self.links:
             if isinstance(link, MaskedLink):
                 forward.append(link.forward(forward[-1], masks[link.tensor], step))
+            elif open_inputs is not None:
+                forward.append(link.forward(forward[-1]) * open_inputs)
             else:
                 forward.append(link.forward(forward[-1]))
         backward = [torch.ones(self.unit_sizes[-1], dtype=ones.dtype, device=ones.device)]
         for link in reversed(self.links):
             if isinstance(link, MaskedLink):
                 backward.append(link.backward(backward[-1], masks[link.tensor], step))
+            elif open_inputs is not None:
+                backward.append(link.backward(backward[-1] * open_inputs, step))
             else:
                 backward.append(link.backward(backward[-1], step))
         backward.reverse()
@@ -345,6 +358,18 @@ class UnitGraph:
             effective={name: masks[name] * gate for name, gate in gates.items()},
             live_heads=live_heads,
         )
+
+    def _open_inputs(self, masks: Mapping[str, Tensor], step: Step) -> Tensor:
+        """Bilinear attention: 1 on the dense-layer inputs ``(n, h, c)`` of the heads whose
+        scores can be nonzero, i.e. some column ``j`` keeps an entry in both ``Wq_h`` and
+        ``Wk_h``; 0 on those of the others, which compute ``A_h = 0``."""
+        config = self.attention
+        assert config is not None
+        query_columns = step(masks["wq"].sum(dim=1))  # (heads, qk_dim)
+        key_columns = step(masks["wk"].sum(dim=1))
+        open_heads = step((query_columns * key_columns).sum(dim=1))  # (heads,)
+        per_input = open_heads.reshape(1, config.heads, 1)
+        return per_input.expand(config.nodes, config.heads, config.channels).reshape(-1)
 
     def _live_heads(self, forward: list[Tensor], backward: list[Tensor], step: Step) -> Tensor:
         """A head is live iff one of its dense-layer inputs is accessible and co-accessible.
@@ -740,8 +765,9 @@ def magnitude_sweep(
     weights: AttentionGCN | Mapping[str, Tensor] | Sequence[Tensor], rates: Sequence[float]
 ) -> list[dict[str, float | int | bool]]:
     """:meth:`TopologyReport.summary` of global magnitude pruning at each rate, one row each."""
+    config = weights.config if isinstance(weights, AttentionGCN) else None
     return [
-        {"pruning rate": rate, **analyze(magnitude_masks(weights, rate)).summary()}
+        {"pruning rate": rate, **analyze(magnitude_masks(weights, rate), config).summary()}
         for rate in rates
     ]
 

@@ -20,6 +20,7 @@ from tcmplib.findings import (
     MaskCollapse,
     ac_by_tensor,
     check_findings,
+    findings_by_recipe,
     kept_off_ac,
     mask_collapse,
     oneshot_mp_ac,
@@ -46,6 +47,18 @@ def test_every_claim_holds_on_the_paper_table(paper: pd.DataFrame) -> None:
     assert table.loc["tcmp-beats-mp", "paper"] == (
         "95%: 85.21% vs 83.82% (+1.39); 99%: 82.95% vs 76.00% (+6.95)"
     )
+
+
+def test_findings_by_recipe_put_the_verdicts_side_by_side(paper: pd.DataFrame) -> None:
+    consistent_mp = paper.copy()
+    consistent_mp.loc[(0.99, "mp"), "% A-C"] = 100.0
+    table = findings_by_recipe({"a": paper, "b": consistent_mp}, paper)
+    assert list(table.columns) == ["claim", "paper", "a", "a: verdict", "b", "b: verdict"]
+    assert table.loc["mp-disconnects", "a: verdict"] == "holds"
+    assert table.loc["mp-disconnects", "b: verdict"] == "does not hold"
+    assert table.loc["mp-disconnects", "b"] == "95%: 72.30%, 99%: 100.00%"
+    with pytest.raises(ValueError, match="tables: expected at least one labelled table"):
+        findings_by_recipe({}, paper)
 
 
 def test_nothing_run_yet(paper: pd.DataFrame) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig
+from tcmplib.model import PRUNABLE, AttentionGCN, GCNConfig, neighbourhood_mask
 from tcmplib.train import build_model
 
 TINY = GCNConfig(nodes=4, d_in=5, heads=3, qk_dim=2, channels=6, classes=7)
@@ -56,6 +57,30 @@ def test_forward_matches_per_head_loop_reference() -> None:
     )
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference_forward(model, x), rtol=1e-12, atol=1e-12)
+
+
+def test_bilinear_attention_is_the_scores_averaged_over_the_attended_joints() -> None:
+    config = GCNConfig(nodes=21, d_in=5, heads=2, qk_dim=3, channels=4, classes=3,
+                       attention="bilinear", neighbourhood=1)  # fmt: skip
+    model = build_model(config, seed=0).double()
+    x = torch.randn(2, 21, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        attention = model.attention(x)
+        q, k = x @ model.wq[1], x @ model.wk[1]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(3)
+        near = neighbourhood_mask(1).double()  # joints within one bone, self included
+        torch.testing.assert_close(attention[:, 1], scores * near / near.sum(1, keepdim=True))
+        model.wk[0, :, 1:] = 0.0  # head 0: K column 0 only ...
+        model.wq[0, :, 0] = 0.0  # ... and Q columns 1, 2 only: no pair, silenced
+        assert not model.attention(x)[:, 0].any()
+        softmax = build_model(replace(config, attention="softmax"), seed=0).double()
+        softmax.load_state_dict(model.state_dict())
+        assert (softmax.attention(x)[:, 0] > 0).any()  # uniform within the bones, not silent
+
+
+def test_attention_option_is_checked() -> None:
+    with pytest.raises(ValueError, match="GCNConfig.attention: expected one of softmax, bilinear"):
+        GCNConfig(attention="linear")
 
 
 def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:

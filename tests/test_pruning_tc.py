@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -30,6 +30,8 @@ SMALL = GCNConfig(nodes=6, d_in=8, heads=4, qk_dim=2, channels=16, classes=5)
 SMALL_PER_HEAD = GCNConfig(
     nodes=6, d_in=8, heads=4, qk_dim=2, channels=4, classes=5, values="per-head"
 )
+SMALL_BILINEAR = replace(SMALL, attention="bilinear")
+SMALL_PER_HEAD_BILINEAR = replace(SMALL_PER_HEAD, attention="bilinear")
 
 
 def fc_row(n: int, h: int, c: int, config: GCNConfig = TOY) -> int:
@@ -111,7 +113,11 @@ def test_phi_on_the_hand_worked_toy() -> None:
     assert sum(int(m.sum()) for m in effective.values()) == 2
 
 
-@pytest.mark.parametrize("config", [SMALL, SMALL_PER_HEAD], ids=["shared", "per-head"])
+@pytest.mark.parametrize(
+    "config",
+    [SMALL, SMALL_PER_HEAD, SMALL_BILINEAR, SMALL_PER_HEAD_BILINEAR],
+    ids=["shared", "per-head", "bilinear", "per-head-bilinear"],
+)
 @pytest.mark.parametrize("seed", range(6))
 def test_phi_equals_the_exact_analysis_on_random_masks(seed: int, config: GCNConfig) -> None:
     g = torch.Generator().manual_seed(seed)
@@ -303,6 +309,35 @@ def test_greedy_selection_with_per_head_filters_is_exact_and_consistent(
     magnitude = topk_masks(scores, keep)
     if analyze(magnitude, SMALL_PER_HEAD).is_topologically_consistent:
         assert all(torch.equal(masks[n], magnitude[n]) for n in PRUNABLE)
+
+
+@pytest.mark.parametrize("config", [SMALL_BILINEAR, SMALL_PER_HEAD_BILINEAR])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("keep", [4, 5, 40, 300])
+def test_greedy_selection_with_bilinear_attention_is_exact_and_consistent(
+    keep: int, seed: int, config: GCNConfig
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    scores = {n: torch.rand(shape, generator=g) for n, shape in config.weight_shapes().items()}
+    if seed % 2:  # attention and filters an order of magnitude larger, as after training
+        scores = {n: s * (10.0 if n != "fc" else 1.0) for n, s in scores.items()}
+    masks, _ = greedy_tc_masks(scores, keep, config)
+    report = analyze(masks, config)
+    assert report.is_topologically_consistent and report.total_kept == keep
+    assert bool(report.live_heads.any())
+
+
+def test_greedy_needs_a_query_key_pair_under_bilinear_attention() -> None:
+    scores = {n: torch.ones(shape) for n, shape in SMALL_BILINEAR.weight_shapes().items()}
+    with pytest.raises(ValueError, match=r"keep: expected an integer in \[4, .*one wq and one wk"):
+        greedy_tc_masks(scores, 3, SMALL_BILINEAR)
+
+
+@pytest.mark.parametrize("method", ["tcmp", "greedy-tc"])
+@pytest.mark.parametrize("rate", [0.95, 0.99])
+def test_methods_keep_bilinear_attention_consistent(method: str, rate: float) -> None:
+    report = run(method, rate, network=SMALL_PER_HEAD_BILINEAR)
+    assert abs(report.achieved_rate - rate) <= 0.005
 
 
 @pytest.mark.parametrize("rate", [0.95, 0.99])

@@ -45,6 +45,7 @@ SWITCHED = {
     "neighbourhood": 2,
     "weight_decay": 1e-3,
     "values": "per-head",
+    "attention": "bilinear",
 }
 
 
@@ -78,6 +79,16 @@ def test_values_at_its_default_leaves_identities_as_recorded() -> None:
     assert per_head["recipe"]["values"] == "per-head"
     assert per_head["model"]["values"] == "per-head" and "channels" not in per_head["model"]
     assert "values" not in FoldConfig(AS_WRITTEN, 0).identity()["recipe"]
+
+
+def test_attention_at_its_default_leaves_identities_as_recorded() -> None:
+    identity = RunConfig(dataset="fpha", method="mp", rate=0.99, profile="paper").identity()
+    assert "attention" not in identity["recipe"] and "attention" not in identity["model"]
+    bilinear = RunConfig(recipe="selected-per-head-bilinear").identity()
+    assert bilinear["recipe"]["attention"] == "bilinear"
+    assert bilinear["model"]["attention"] == "bilinear" and "channels" not in bilinear["model"]
+    with pytest.raises(ValueError, match="recipe option attention: expected one of softmax"):
+        Recipe(attention="linear")
 
 
 def test_per_head_recipe_builds_the_network_nearest_the_papers_weight_count() -> None:

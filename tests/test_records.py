@@ -39,6 +39,7 @@ _ALTERNATIVES: dict[str, Any] = {
     "lr_factor": 0.9,
     "checkpoint_every": 2,
     "values": "per-head",
+    "attention": "bilinear",
 }
 
 
@@ -70,11 +71,13 @@ def test_identity_holds_options_recipe_model_and_schedule_in_full() -> None:
     }  # fmt: skip
     option_names = [f.name for f in dataclasses.fields(METHODS["tcmp"].options_class)]
     assert list(identity["options"]) == option_names, "every option, defaults included"
-    # Every option, defaults included, but the one added after the records (Recipe.values,
-    # GCNConfig.values), which stays out at its default so that the records keep their names.
-    recipe = {k: v for k, v in dataclasses.asdict(Recipe()).items() if k != "values"}
+    # Every option, defaults included, but those added after the records (values and
+    # attention, of Recipe and GCNConfig), which stay out at their defaults so that the
+    # records keep their names.
+    late = ("values", "attention")
+    recipe = {k: v for k, v in dataclasses.asdict(Recipe()).items() if k not in late}
     assert identity["recipe"] == recipe
-    gcn = [f.name for f in dataclasses.fields(GCNConfig) if f.name not in (*DATA_SIZES, "values")]
+    gcn = [f.name for f in dataclasses.fields(GCNConfig) if f.name not in (*DATA_SIZES, *late)]
     assert list(identity["model"]) == gcn
     train = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "device"]
     assert list(identity["train"]) == train, "the full schedule, not the device"
@@ -126,9 +129,10 @@ def test_every_model_default_changes_the_hash_unless_the_data_fixes_it(
 ) -> None:
     before = BASE.hash
     _patch_default(monkeypatch, GCNConfig, name, _changed(name, getattr(GCNConfig(), name)))
-    # The data set fixes its sizes, and the recipe sets dropout, neighbourhood and values
-    # (their GCNConfig defaults are never used; the recipe's are, see the recipe test above).
-    used = name not in DATA_SIZES and name not in ("dropout", "neighbourhood", "values")
+    # The data set fixes its sizes, and the recipe sets dropout, neighbourhood, values and
+    # attention (their GCNConfig defaults are never used; the recipe's are, see above).
+    set_by_recipe = ("dropout", "neighbourhood", "values", "attention")
+    used = name not in DATA_SIZES and name not in set_by_recipe
     assert (BASE.hash != before) == used
 
 

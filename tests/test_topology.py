@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils import parametrize
 
-from tcmplib.model import PRUNABLE, VALUES, AttentionGCN, GCNConfig
+from tcmplib.model import ATTENTIONS, PRUNABLE, VALUES, AttentionGCN, GCNConfig
 from tcmplib.topology import (
     EdgeClass,
     analyze,
@@ -68,10 +69,22 @@ def brute_force_gcn(masks: dict[str, torch.Tensor], config: GCNConfig) -> dict[s
     """Effective masks of the attention GCN, enumerating paths x_i -> c -> (n,h,c) -> k.
 
     The fan-out is explicit: channel c has an edge to every dense-layer input (n, h, c) (with
-    per-head filters, head h's channel c to the inputs (n, h, c) of head h only). Q/K edges follow the documented rule, checked entry by entry.
+    per-head filters, head h's channel c to the inputs (n, h, c) of head h only; with
+    bilinear attention, of open heads only). Q/K edges follow the documented rule, checked
+    entry by entry.
     """
     effective = {name: torch.zeros_like(masks[name], dtype=torch.bool) for name in PRUNABLE}
     live = [False] * config.heads
+    # Bilinear attention: head h computes A_h = 0 unless a Q column and the K column of the
+    # same index both keep an entry.
+    open_head = [
+        not config.silenceable
+        or any(
+            bool(masks["wq"][h, :, j].any()) and bool(masks["wk"][h, :, j].any())
+            for j in range(config.qk_dim)
+        )
+        for h in range(config.heads)
+    ]
     for i, c, n, h, k in itertools.product(
         range(config.d_in),
         range(config.channels),
@@ -82,7 +95,7 @@ def brute_force_gcn(masks: dict[str, torch.Tensor], config: GCNConfig) -> dict[s
         flat = (n * config.heads + h) * config.channels + c
         # Per-head filters: the path runs through head h's own channel c.
         value = (h, i, c) if config.per_head else (i, c)
-        if masks["wv"][value] and masks["fc"][flat, k]:
+        if masks["wv"][value] and masks["fc"][flat, k] and open_head[h]:
             effective["wv"][value] = True
             effective["fc"][flat, k] = True
             live[h] = True
@@ -122,6 +135,7 @@ def tiny_gcns(draw: st.DrawFn) -> tuple[GCNConfig, dict[str, torch.Tensor]]:
         channels=draw(st.integers(1, 3)),
         classes=draw(st.integers(1, 2)),
         values=draw(st.sampled_from(VALUES)),
+        attention=draw(st.sampled_from(ATTENTIONS)),
     )
     density = draw(st.sampled_from([0.1, 0.3, 0.6]))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -309,6 +323,22 @@ def test_head_without_query_key_weights_stays_live() -> None:
     assert report.effective["fc"] == 2 and report.effective["wv"] == 2
 
 
+def test_bilinear_head_without_a_query_key_pair_is_silenced() -> None:
+    bilinear = replace(TOY, attention="bilinear")
+    masks = toy_gcn_masks()  # head 0: Q columns {0, 1}, K column {0}: open
+    report = analyze(masks, bilinear)
+    assert report.live_heads.tolist() == [True, False]
+    assert report.effective == analyze(masks).effective  # an open head changes nothing
+    masks["wk"][0] = False
+    masks["wk"][0, 2, 1] = True  # K column 1 only: no pair with Q column 0 ...
+    masks["wq"][0, 2, 1] = False  # ... once Q column 1 is emptied
+    report = analyze(masks, bilinear)
+    assert report.live_heads.tolist() == [False, False]  # A_0 = 0: nothing reaches a class
+    assert report.effective == {"wq": 0, "wk": 0, "wv": 0, "fc": 0}
+    softmax = analyze(masks)  # the same masks, softmax attention: head 0 still carries signal
+    assert softmax.live_heads.tolist() == [True, False] and softmax.effective["fc"] == 2
+
+
 def test_per_head_filters_worked_by_hand() -> None:
     """Two heads, two filters each: a head's fc edges only see that head's own channels."""
     config = GCNConfig(nodes=2, d_in=2, heads=2, qk_dim=1, channels=2, classes=1, values="per-head")
@@ -337,7 +367,7 @@ def test_gcn_matches_brute_force_path_search(
     case: tuple[GCNConfig, dict[str, torch.Tensor]],
 ) -> None:
     config, masks = case
-    report = analyze(masks)
+    report = analyze(masks, config)
     expected = brute_force_gcn(masks, config)
     for name in PRUNABLE:
         assert report.effective_masks[name].tolist() == expected[name].tolist(), name
@@ -348,11 +378,11 @@ def test_gcn_matches_brute_force_path_search(
 def test_gcn_effective_mask_is_a_fixed_point(
     case: tuple[GCNConfig, dict[str, torch.Tensor]],
 ) -> None:
-    _, masks = case
-    report = analyze(masks)
+    config, masks = case
+    report = analyze(masks, config)
     for name in PRUNABLE:
         assert not (report.effective_masks[name] & ~masks[name]).any()
-    again = analyze(report.effective_masks)
+    again = analyze(report.effective_masks, config)
     assert again.is_topologically_consistent
     assert again.effective == report.effective
     assert again.live_heads.tolist() == report.live_heads.tolist()

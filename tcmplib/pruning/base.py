@@ -144,7 +144,7 @@ def make_report(
     so the achieved rate is measured, not taken from the method's own bookkeeping.
     ``options`` is the method's options dataclass (stored as a plain dict).
     """
-    topology = analyze(masks_from_model(model))  # type: ignore[arg-type]
+    topology = analyze(masks_from_model(model), getattr(model, "config", None))  # type: ignore[arg-type]
     total = topology.total_weights
     kept = topology.total_kept
     return PruneReport(

@@ -34,6 +34,11 @@ is live and column ``j`` of K (Q) keeps an entry. Hence:
    is accessible and whose target is co-accessible in the current mask, which keeps it
    consistent.
 
+With bilinear attention (``GCNConfig.attention == "bilinear"``) a head carries signal only
+while a Q column and its K partner both keep an entry (:mod:`tcmplib.topology`): the
+completion also gives every head with kept ``fc`` edges its best Q/K pair, the seed path
+includes that pair (4 edges), and refilling admits ``fc`` edges of open heads only.
+
 The result keeps exactly ``c`` weights (ties broken by position, so reruns agree), all
 A-C; it takes a few seconds on the full GCN (a few sorts and reductions over 2M scores).
 Why completion rather than the "MP + repair" variant that drops dangling edges: at high
@@ -118,6 +123,21 @@ class _Selection:
     def heads_qk(self) -> Tensor:
         return self.kept["wq"].flatten(1).any(dim=1) | self.kept["wk"].flatten(1).any(dim=1)
 
+    def heads_open(self) -> Tensor:
+        """Heads whose attention can carry signal: all of them with softmax attention; with
+        bilinear attention, those where a Q column and its K partner both keep an entry."""
+        if not self.config.silenceable:
+            return torch.ones(self.config.heads, dtype=torch.bool)
+        return (self.kept["wq"].any(dim=1) & self.kept["wk"].any(dim=1)).any(dim=1)
+
+    def open_head(self, h: int) -> None:
+        """Bilinear attention: keep the best Q/K pair of head ``h`` (largest sum of the two
+        entries' scores, one column), so that its attention is not 0."""
+        sq, sk = self.scores["wq"][h], self.scores["wk"][h]  # (d_in, qk_dim)
+        j = int((sq.max(dim=0).values + sk.max(dim=0).values).argmax())
+        self.kept["wq"][h, int(sq[:, j].argmax()), j] = True
+        self.kept["wk"][h, int(sk[:, j].argmax()), j] = True
+
     # ------------------------------------------------------------- step 2: completion
     def complete(self) -> int:
         """Add the best completing edge of every dangling unit; returns how many were added."""
@@ -144,6 +164,9 @@ class _Selection:
                 n, c, k = _argmax(masked[:, h])
                 self.mf[n, h, c, k] = True
 
+        # Bilinear attention: a head with dense-layer edges must be open to carry them.
+        for h in torch.nonzero(self.heads_fc() & ~self.heads_open()).flatten().tolist():
+            self.open_head(h)
         q_cols = self.kept["wq"].any(dim=1)  # (heads, qk_dim)
         k_cols = self.kept["wk"].any(dim=1)
         for mine, partner, partner_cols in (("wq", "wk", k_cols), ("wk", "wq", q_cols)):
@@ -164,7 +187,10 @@ class _Selection:
         c = int(per_channel.argmax())
         self.kept["wv"][int(sv[:, c].argmax()), c] = True
         n, h, k = _argmax(heads[:, :, c, :])
-        self.mf[n, h if head is None else head, c, k] = True
+        h = h if head is None else head
+        self.mf[n, h, c, k] = True
+        if not bool(self.heads_open()[h]):  # bilinear attention: and the head's best Q/K pair
+            self.open_head(h)
         return self.count() - before
 
     # ------------------------------------------------------------- step 3: trim
@@ -208,7 +234,9 @@ class _Selection:
         live = self.heads_fc()
         pairs = self.kept["wq"].any(dim=1) & self.kept["wk"].any(dim=1)  # (heads, qk_dim)
         qk_ok = (live.view(-1, 1) & pairs).unsqueeze(1).expand(cfg.heads, cfg.d_in, cfg.qk_dim)
-        fc_ok = active.view(1, 1, -1, 1).expand(self.fc_view).reshape(cfg.fc_in, cfg.classes)
+        open_heads = self.heads_open().view(1, -1, 1, 1)
+        fc_ok = (active.view(1, 1, -1, 1) & open_heads).expand(self.fc_view)
+        fc_ok = fc_ok.reshape(cfg.fc_in, cfg.classes)
         return {
             "wq": qk_ok & ~self.kept["wq"],
             "wk": qk_ok & ~self.kept["wk"],
@@ -325,10 +353,14 @@ def greedy_tc_masks(
     """
     checked, original = _check_scores(scores, config)
     total = original.num_weights()
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 2 <= keep <= total:
+    # The smallest consistent network: one wv and one fc weight, and with bilinear attention
+    # a Q/K pair that opens their head.
+    least, what = (4, "one wv, one fc, one wq and one wk weight") if original.silenceable else (
+        2, "one wv and one fc weight")  # fmt: skip
+    if isinstance(keep, bool) or not isinstance(keep, int) or not least <= keep <= total:
         raise ValueError(
-            f"keep: expected an integer in [2, {total}] (a consistent network needs at least "
-            f"one wv and one fc weight), got {keep!r}"
+            f"keep: expected an integer in [{least}, {total}] (a consistent network needs at "
+            f"least {what}), got {keep!r}"
         )
     cfg = original
     if original.per_head:
@@ -349,7 +381,7 @@ def greedy_tc_masks(
             trimmed = excess
             break
         # Fewer top edges, fewer completions. Strictly decreasing; at 0 the seed is the
-        # single best path (2 edges), which fits any keep >= 2.
+        # single best path (2 edges, 4 with bilinear attention), which fits any allowed keep.
         start = max(0, start - (excess - free))
     deficit = keep - sel.count()
     if deficit > 0:
