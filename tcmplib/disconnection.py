@@ -42,6 +42,8 @@ __all__ = [
     "one_shot_connectivity",
     "load_one_shot",
     "summarize_one_shot",
+    "one_shot_across",
+    "across_numbers",
     "plot_one_shot",
     "mp_against_tcmp",
     "describe_runs",
@@ -110,6 +112,49 @@ def summarize_one_shot(rows: pd.DataFrame) -> pd.DataFrame:
     grouped = rows.groupby(["scope", "rate (%)"])["% A-C"]
     table = grouped.agg(["mean", "std", "min", "max", "count"]).round(2)
     return table.rename(columns={"count": "networks"}).reset_index()
+
+
+def one_shot_across(files: Mapping[str, str | os.PathLike[str]]) -> pd.DataFrame:
+    """The study's one-shot table: mean % A-C over the trained networks of each variant
+    (label -> ``tcmp disconnect --json`` file), one row per scope and rate, one column per
+    variant, with the number of networks behind each in the header. A variant whose file
+    does not exist yet is left out."""
+    columns = {}
+    for label, path in files.items():
+        if not Path(path).is_file():
+            continue
+        summary = summarize_one_shot(load_one_shot(path)).set_index(["scope", "rate (%)"])
+        networks = int(summary["networks"].min())
+        columns[f"{label} ({networks} network{'s' if networks > 1 else ''})"] = summary["mean"]
+    if not columns:
+        raise ValueError(f"files: none of {', '.join(map(str, files.values()))} exists yet")
+    return pd.DataFrame(columns)
+
+
+def across_numbers(across: pd.DataFrame, paper: float = 21.20) -> dict[str, str]:
+    """Chapter 4b's sentence on :func:`one_shot_across` at 99%: the range of the variants'
+    mean % A-C per scope, and whether any falls under half (and under the paper's MP)."""
+    at_99 = across.xs(99.0, level="rate (%)")
+    parts = []
+    for scope, row in at_99.iterrows():
+        parts.append(f"{row.min():.2f} to {row.max():.2f}% with a {scope} budget")
+    (scope, variant), lowest = at_99.stack().idxmin(), float(at_99.stack().min())
+    if lowest >= 50.0:
+        verdict = (
+            "none of them falls under half, let alone to the paper's "
+            f"{paper:.2f}%: trained magnitudes line up along paths whatever the attention "
+            "and the filters, and what disconnects is pruning while training"
+        )
+    else:
+        verdict = (
+            f"the lowest, {variant} with a {scope} budget, keeps {lowest:.2f}% "
+            f"(the paper's MP: {paper:.2f}%)"
+        )
+    sentence = (
+        f"At 99%, the {at_99.shape[1]} variants' one-shot MP keeps "
+        f"{' and '.join(parts)} of its kept weights A-C; {verdict}."
+    )
+    return {"across_sentence": sentence}
 
 
 def plot_one_shot(summary: pd.DataFrame, reference: pd.DataFrame | None = None) -> Figure:

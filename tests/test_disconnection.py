@@ -118,6 +118,34 @@ def test_one_shot_rows_load_summarize_and_plot(tmp_path: Path) -> None:
         load_one_shot(path)
 
 
+def test_one_shot_across_puts_variants_side_by_side(tmp_path: Path) -> None:
+    from tcmplib.disconnection import one_shot_across
+
+    def write(name: str, values: dict[str, float]) -> Path:
+        rows = [
+            {"network": network, "scope": "global", "rate (%)": 99.0, "% A-C": value}
+            for network, value in values.items()
+        ]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"rows": rows}))
+        return path
+
+    files = {"a": write("a", {"s0": 90.0, "s1": 80.0}), "b": write("b", {"s0": 10.0}),
+             "c": tmp_path / "missing.json"}  # fmt: skip
+    table = one_shot_across(files)
+    assert list(table.columns) == ["a (2 networks)", "b (1 network)"]
+    assert table.loc[("global", 99.0)].tolist() == [85.0, 10.0]
+    with pytest.raises(ValueError, match="none of .*missing.json exists yet"):
+        one_shot_across({"c": files["c"]})
+    from tcmplib.disconnection import across_numbers
+
+    sentence = across_numbers(table)["across_sentence"]
+    assert "2 variants' one-shot MP keeps 10.00 to 85.00% with a global budget" in sentence
+    assert "the lowest, b (1 network) with a global budget, keeps 10.00%" in sentence
+    connected = across_numbers(table[["a (2 networks)"]])["across_sentence"]
+    assert "none of them falls under half" in connected
+
+
 def test_mp_against_tcmp_reads_each_variants_runs(tmp_path: Path) -> None:
     from record_factory import make_record
 
