@@ -66,7 +66,7 @@ def one_shot_connectivity(
 
     One row per (scope, rate): the kept weights in all and per tensor, the effective ones
     (kept, accessible and co-accessible) per tensor, % A-C (NaN when nothing is kept), and
-    the convolution channels that are still on an input-to-output path.
+    the convolution channels and attention heads that are still on an input-to-output path.
     """
     missing = [name for name in PRUNABLE if name not in weights]
     if missing:
@@ -85,6 +85,7 @@ def one_shot_connectivity(
                 "kept": report.total_kept,
                 "% A-C": round(report.percent_ac, 2),
                 "live channels": int(alive.sum()),
+                "live heads": int(report.live_heads.sum()),
             }
             for name in PRUNABLE:
                 row[f"{name} kept"] = report.kept[name]

@@ -43,6 +43,21 @@ def test_per_tensor_budget_can_leave_kept_weights_without_a_path() -> None:
         one_shot_connectivity({"wq": weights["wq"]}, TINY)
 
 
+def test_a_per_tensor_budget_closes_bilinear_heads() -> None:
+    # Head 1's query weights 100x smaller than head 0's: per tensor at 50%, wq keeps head 0's
+    # entries only, head 1 has no Q/K pair left, and with bilinear attention its filters'
+    # dense-layer weights lose their paths; with softmax attention it stays live.
+    from dataclasses import replace
+
+    generator = torch.Generator().manual_seed(1)
+    weights = {n: torch.randn(s, generator=generator) for n, s in TINY.weight_shapes().items()}
+    weights["wq"][1] *= 0.01
+    for attention, heads in (("softmax", TINY.heads), ("bilinear", TINY.heads - 1)):
+        config = replace(TINY, attention=attention)
+        row = one_shot_connectivity(weights, config, rates=(0.5,)).set_index("scope")
+        assert row.loc["per-tensor", "live heads"] == heads, attention
+
+
 def test_cli_disconnect_reads_dense_networks_and_refuses_pruned_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -147,8 +147,8 @@ def test_a_fold_runs_identity_holds_the_whole_recipe() -> None:
 
     identity = FoldConfig(AS_WRITTEN, 0).identity()
     # Defaults included, except options added after the records that stay out at their
-    # default (Recipe.values).
-    whole = {k: v for k, v in asdict(AS_WRITTEN).items() if k != "values"}
+    # default (Recipe.values, Recipe.attention).
+    whole = {k: v for k, v in asdict(AS_WRITTEN).items() if k not in ("values", "attention")}
     assert identity["recipe"] == whole
 
 
