@@ -79,6 +79,7 @@ def one_shot_connectivity(
             report = analyze({name: weights[name].detach() * masks[name] for name in PRUNABLE},
                              config)  # fmt: skip
             alive = report.accessible["channels"] & report.coaccessible["channels"]
+            assert report.live_heads is not None  # the attention GCN always has heads
             row: dict[str, object] = {
                 "scope": scope,
                 "rate (%)": 100.0 * rate,

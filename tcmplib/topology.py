@@ -365,8 +365,7 @@ class UnitGraph:
         ``Wk_h``; 0 on those of the others, which compute ``A_h = 0``."""
         config = self.attention
         assert config is not None
-        query_columns = step(masks["wq"].sum(dim=1))  # (heads, qk_dim)
-        key_columns = step(masks["wk"].sum(dim=1))
+        query_columns, key_columns = _kept_columns(masks, step)
         open_heads = step((query_columns * key_columns).sum(dim=1))  # (heads,)
         per_input = open_heads.reshape(1, config.heads, 1)
         return per_input.expand(config.nodes, config.heads, config.channels).reshape(-1)
@@ -388,13 +387,17 @@ class UnitGraph:
         masks: Mapping[str, Tensor], live_heads: Tensor, step: Step
     ) -> dict[str, Tensor]:
         """The Q/K rule: an entry counts iff its head is live and its partner column is kept."""
-        query_columns = step(masks["wq"].sum(dim=1))  # (heads, qk_dim)
-        key_columns = step(masks["wk"].sum(dim=1))
+        query_columns, key_columns = _kept_columns(masks, step)
         head = live_heads.reshape(-1, 1, 1)
         return {
             "wq": (head * key_columns.unsqueeze(1)).expand_as(masks["wq"]),
             "wk": (head * query_columns.unsqueeze(1)).expand_as(masks["wk"]),
         }
+
+
+def _kept_columns(masks: Mapping[str, Tensor], step: Step) -> tuple[Tensor, Tensor]:
+    """Which query and which key columns keep an entry, per head: two (heads, qk_dim)."""
+    return step(masks["wq"].sum(dim=1)), step(masks["wk"].sum(dim=1))
 
 
 # --------------------------------------------------------------------------- inputs
