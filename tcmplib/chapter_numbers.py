@@ -42,6 +42,8 @@ __all__ = [
     "table1_left_with_ours",
     "baseline_numbers",
     "finding_numbers",
+    "pmp_revision",
+    "pmp_projection_numbers",
     "RelaxedRun",
     "relaxed_runs",
     "find_relaxed",
@@ -338,6 +340,71 @@ def selected_recipe_numbers(selected: pd.DataFrame, both: pd.DataFrame) -> Numbe
         f"{_cell_text(selected, 0.95, 'mp', 'accuracy')} and "
         f"{_cell_text(selected, 0.99, 'mp', 'accuracy')})",
     }
+
+
+def pmp_revision(record: RunRecord) -> int:
+    """1 for a PMP run whose band stayed at the prior's quantile (its identity predates the
+    option ``threshold``, or sets it to "prior"), 2 for one whose band followed the ranks."""
+    return 2 if record.identity["options"].get("threshold", "prior") == "rank" else 1
+
+
+def _span(values: Sequence[float], digits: int = 1) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.{digits}f}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else (
+        f"{low:.{digits}f}-{high:.{digits}f}"
+    )
+
+
+def pmp_projection_numbers(
+    results_dir: str | os.PathLike[str], prefix: str = "", rates: Sequence[float] = (0.95, 0.99)
+) -> Numbers:
+    """``<prefix>pmp_projection``: a sentence per PMP revision on its runs at ``rates`` in
+    ``results_dir`` and ``<results_dir>-superseded``: the soft network's accuracy at its
+    last evaluation, the share of latent weights below the prior's ``a(r)`` then, and the
+    accuracy after the projection onto the budget (what the run reports)."""
+    folder = Path(results_dir)
+    found = [
+        record
+        for where in (folder.parent / f"{folder.name}-superseded", folder)
+        if where.is_dir()
+        for _, record in read_folder(where)
+        if record.config.method == "pmp" and record.config.rate in rates
+    ]
+    band = {1: "its band at the prior's quantile a(r)", 2: "its band at the budget's ranks"}
+    sentences = []
+    for revision in (1, 2):
+        runs = [record for record in found if pmp_revision(record) == revision]
+        if not runs:
+            sentences.append(f"PMP revision {revision} ({band[revision]}) has no run here yet.")
+            continue
+        last = [record.history[-1] for record in runs]
+        rate_list = " and ".join(f"{100 * r:g}%" for r in sorted({x.config.rate for x in runs}))
+        sentences.append(
+            f"PMP revision {revision} ({band[revision]}; {_count(len(runs), 'run')} at "
+            f"{rate_list}): "
+            f"at the last evaluation the soft networks tested at "
+            f"{_span([100 * row['test_class_avg_accuracy'] for row in last])}% with "
+            f"{_span([100 * row['threshold_rate'] for row in last])}% of the latent weights "
+            f"below a(r), and after the projection onto the budget at "
+            f"{_span([100 * x.report.class_avg_accuracy for x in runs])}%."
+        )
+    in_table: dict[tuple[int, float], int] = {}
+    for _, record in read_folder(folder) if folder.is_dir() else []:
+        if record.config.method == "pmp":
+            key = (pmp_revision(record), record.config.rate)
+            in_table[key] = in_table.get(key, 0) + 1
+    table = "; ".join(
+        f"revision {revision} at {100 * rate:g}% ({_count(count, 'seed')})"
+        for (revision, rate), count in sorted(in_table.items(), key=lambda kv: kv[0][::-1])
+    )
+    return {
+        f"{prefix}pmp_projection": " ".join(sentences),
+        f"{prefix}pmp_in_table": table or "no PMP run",
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)

@@ -89,12 +89,17 @@ _SHORT_FIELDS = ("dataset", "method", "rate", "seed", "profile", "recipe")
 
 
 def identity_options(options: Any) -> dict[str, Any]:
-    """A method's options as its run identity holds them: every field, except one marked
-    ``metadata={"identity": "unless-default"}`` that is at its default (an option added after
-    records existed, whose default reproduces them, so that their names stay valid)."""
+    """A method's options as its run identity holds them: every field, except one added after
+    records existed, at the value those records ran with, so that their names stay valid:
+    ``metadata={"identity": "unless-default"}`` leaves the field out at its default,
+    ``metadata={"identity": "unless", "unless": value}`` at ``value`` (a new default that
+    changed the method: the old records keep their names and stay one setting away)."""
     values = asdict(options)
     for item in fields(options):
-        if item.metadata.get("identity") == "unless-default" and values[item.name] == item.default:
+        kind = item.metadata.get("identity")
+        if kind == "unless-default" and values[item.name] == item.default:
+            del values[item.name]
+        elif kind == "unless" and values[item.name] == item.metadata["unless"]:
             del values[item.name]
     return values
 

@@ -21,10 +21,15 @@ def make_record(
     tensors: list[dict[str, Any]] | None = None,
     provenance: dict[str, Any] | None = None,
     code: str | None = None,
+    options: dict[str, Any] | None = None,
     **report: Any,
 ) -> dict[str, Any]:
-    """The JSON of a run record of (method, rate, seed); ``report`` overrides report fields."""
-    config = RunConfig(dataset=dataset, method=method, rate=rate, seed=seed, profile=profile)
+    """The JSON of a run record of (method, rate, seed) with method ``options`` set away
+    from their defaults; ``report`` overrides report fields."""
+    config = RunConfig(
+        dataset=dataset, method=method, rate=rate, seed=seed, profile=profile,
+        options=options or {},
+    )  # fmt: skip
     identity = config.identity()
     fields: dict[str, Any] = {
         "method": method,

@@ -374,3 +374,31 @@ def test_low_rate_pmp_from_a_folder_or_nan_without_one(tmp_path: Path) -> None:
     missing = cn.low_rate_pmp(tmp_path / "absent")
     assert list(missing) == ["pmp_50_acc", "pmp_75_acc"]
     assert all(math.isnan(v) for v in missing.values())
+
+
+def test_pmp_projection_per_revision_and_what_the_table_holds(tmp_path: Path) -> None:
+    def row(soft: float, below: float) -> list[dict[str, float]]:
+        return [{"epoch": 150, "test_class_avg_accuracy": soft, "threshold_rate": below}]
+
+    folder = tmp_path / "r"
+    old = tmp_path / "r-superseded"
+    fpha(old, "pmp", 0.99, 0, options={"threshold": "prior"}, history=row(0.80, 0.972),
+         class_avg_accuracy=0.15)  # fmt: skip
+    fpha(old, "pmp", 0.95, 0, options={"threshold": "prior"}, history=row(0.78, 0.945),
+         class_avg_accuracy=0.50)  # fmt: skip
+    fpha(folder, "pmp", 0.5, 0, options={"threshold": "prior"}, history=row(0.79, 0.5))
+    fpha(folder, "pmp", 0.99, 0, history=row(0.76, 0.93), class_avg_accuracy=0.755)
+    fpha(folder, "pmp", 0.99, 1, history=row(0.77, 0.94), class_avg_accuracy=0.765)
+    numbers = cn.pmp_projection_numbers(folder, prefix="sel_")
+    one, two = numbers["sel_pmp_projection"].split(". PMP revision 2")
+    assert "2 runs at 95% and 99%" in one and "78.0-80.0%" in one
+    assert "94.5-97.2% of the latent weights" in one and "at 15.0-50.0%" in one
+    assert "2 runs at 99%" in two and "at 75.5-76.5%" in two  # the 50% run is not at 95/99
+    assert numbers["sel_pmp_in_table"] == (
+        "revision 1 at 50% (1 seed); revision 2 at 99% (2 seeds)"
+    )
+    empty = cn.pmp_projection_numbers(tmp_path / "none")
+    assert "revision 1 (its band at the prior's quantile a(r)) has no run" in empty[
+        "pmp_projection"
+    ]
+    assert empty["pmp_in_table"] == "no PMP run"

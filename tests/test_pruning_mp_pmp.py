@@ -296,3 +296,57 @@ def test_an_option_added_later_stays_out_of_the_identity_at_its_default() -> Non
     assert scoped.identity()["options"]["scope"] == "per-tensor"
     assert scoped.hash != plain.hash
     assert "budget_weight" in plain.identity()["options"], "the other options all stay"
+
+
+def test_a_changed_default_keeps_the_old_records_names_one_setting_away() -> None:
+    from tcmplib.run import RunConfig
+
+    def config(**options: str) -> RunConfig:
+        return RunConfig(
+            dataset="synthetic", method="pmp", rate=0.99, seed=0, profile="smoke",
+            options=options,
+        )  # fmt: skip
+
+    revision_1, revision_2 = config(threshold="prior"), config()
+    assert "threshold" not in revision_1.identity()["options"]  # as its records were named
+    assert revision_2.identity()["options"]["threshold"] == "rank"
+    assert revision_2.hash != revision_1.hash
+    with pytest.raises(ValueError, match="PMPOptions.threshold"):
+        METHODS["pmp"].options_class(threshold="quantile")
+
+
+def test_pmp_band_follows_the_budgets_ranks_by_hand() -> None:
+    from tcmplib.pruning.pmp import _Group
+
+    w = torch.nn.Parameter(torch.tensor([0.1, -0.5, 0.3, 0.9, -0.2, 0.7]))
+    weights = {"w": w}
+    group = _Group(("w",), Prior("gaussian", 1.0), rate=4 / 6, size=6, keep=2)
+    # |w| sorted: 0.1 0.2 0.3 0.5 | 0.7 0.9: the band sits between 0.5 and 0.7.
+    assert group.follow_ranks(weights) == pytest.approx(0.6)
+    mask = band_stop(w.detach(), group.band, 200.0)
+    assert (mask > 0.5).tolist() == [False, False, False, True, False, True]
+    with torch.no_grad():
+        w.mul_(2.0)  # an in-place update (an optimizer step): the order is sorted again
+    assert group.follow_ranks(weights) == pytest.approx(1.2)
+    everything = _Group(("w",), Prior("gaussian", 1.0), rate=0.5, size=6, keep=6)
+    assert everything.follow_ranks(weights) == 0.0  # keeps every weight: no band
+    with pytest.raises(ValueError, match="budget in 1..6"):
+        _Group(("w",), Prior("gaussian", 1.0), rate=0.5, size=6, keep=0)
+
+
+def test_pmp_rank_band_stops_what_the_hard_mask_removes() -> None:
+    # Revision 2 trains under the mask it keeps: at the last epoch the soft mask removes
+    # the budget's share, while the band at the prior's a(r) (revision 1) can stop far fewer.
+    config = GCNConfig()
+    data = make_data(config)
+
+    def last_row(threshold: str) -> dict[str, float]:
+        result = prune(
+            "pmp", build_model(config), data, 0.95, profile="smoke", progress=False,
+            threshold=threshold,
+        )  # fmt: skip
+        return result.report.history[-1]
+
+    rank, prior = last_row("rank"), last_row("prior")
+    assert abs(rank["soft_rate"] - 0.95) < abs(prior["soft_rate"] - 0.95)
+    assert rank["band_threshold"] != 1.0 and prior["band_threshold"] == 1.0

@@ -40,6 +40,7 @@ _ALTERNATIVES: dict[str, Any] = {
     "checkpoint_every": 2,
     "values": "per-head",
     "attention": "bilinear",
+    "threshold": "prior",
 }
 
 
