@@ -350,3 +350,19 @@ def test_pmp_rank_band_stops_what_the_hard_mask_removes() -> None:
     rank, prior = last_row("rank"), last_row("prior")
     assert abs(rank["soft_rate"] - 0.95) < abs(prior["soft_rate"] - 0.95)
     assert rank["band_threshold"] != 1.0 and prior["band_threshold"] == 1.0
+
+
+def test_pmp_rank_band_sorts_once_per_full_batch_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The band's threshold and the step's alignment read one sort of the magnitudes.
+    from tcmplib.pruning import pmp
+
+    calls = []
+
+    def counted(magnitudes: torch.Tensor) -> torch.Tensor:
+        calls.append(magnitudes.numel())
+        return magnitude_order(magnitudes)
+
+    monkeypatch.setattr(pmp, "magnitude_order", counted)
+    result = prune("pmp", build_model(TINY), TINY_DATA, 0.75, profile="smoke", progress=False)
+    epochs = result.report.history[-1]["epoch"]
+    assert len(calls) == epochs and set(calls) == {TINY.num_weights()}
