@@ -403,8 +403,8 @@ class PMP(PruningMethod):
                 if opts.prior_scale is not None
                 else Prior.fit(opts.prior, flat)
             )
-            keep = job.keep if opts.scope == "pooled" else keep_count(flat.numel(), rate)
-            groups.append(_Group(names, prior, rate, flat.numel(), keep))
+            count = job.keep if opts.scope == "pooled" else keep_count(flat.numel(), rate)
+            groups.append(_Group(names, prior, rate, flat.numel(), count))
         masks = {
             name: BandStopMask(group.threshold, opts.steepness_start, opts.mask_floor)
             for group in groups
