@@ -43,6 +43,7 @@ __all__ = [
     "baseline_numbers",
     "finding_numbers",
     "pmp_revision",
+    "pmp_runs",
     "pmp_projection_numbers",
     "RelaxedRun",
     "relaxed_runs",
@@ -348,11 +349,24 @@ def pmp_revision(record: RunRecord) -> int:
     return 2 if record.identity["options"].get("threshold", "prior") == "rank" else 1
 
 
+def pmp_runs(
+    results_dir: str | os.PathLike[str], rates: Sequence[float] = (0.95, 0.99)
+) -> list[RunRecord]:
+    """The PMP runs at ``rates`` in ``<results_dir>-superseded`` and ``results_dir``, every
+    revision (:func:`pmp_revision`), in that order and by file name within each."""
+    folder = Path(results_dir)
+    return [
+        record
+        for where in (folder.parent / f"{folder.name}-superseded", folder)
+        if where.is_dir()
+        for _, record in read_folder(where)
+        if record.config.method == "pmp" and record.config.rate in rates
+    ]
+
+
 def _span(values: Sequence[float], digits: int = 1) -> str:
-    low, high = min(values), max(values)
-    return f"{low:.{digits}f}" if f"{low:.{digits}f}" == f"{high:.{digits}f}" else (
-        f"{low:.{digits}f}-{high:.{digits}f}"
-    )
+    low, high = (f"{value:.{digits}f}" for value in (min(values), max(values)))
+    return low if low == high else f"{low}-{high}"
 
 
 def pmp_projection_numbers(
@@ -363,13 +377,7 @@ def pmp_projection_numbers(
     last evaluation, the share of latent weights below the prior's ``a(r)`` then, and the
     accuracy after the projection onto the budget (what the run reports)."""
     folder = Path(results_dir)
-    found = [
-        record
-        for where in (folder.parent / f"{folder.name}-superseded", folder)
-        if where.is_dir()
-        for _, record in read_folder(where)
-        if record.config.method == "pmp" and record.config.rate in rates
-    ]
+    found = pmp_runs(folder, rates)
     band = {1: "its band at the prior's quantile a(r)", 2: "its band at the budget's ranks"}
     sentences = []
     for revision in (1, 2):

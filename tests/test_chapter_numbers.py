@@ -402,3 +402,21 @@ def test_pmp_projection_per_revision_and_what_the_table_holds(tmp_path: Path) ->
         "pmp_projection"
     ]
     assert empty["pmp_in_table"] == "no PMP run"
+
+
+def test_plot_pmp_projection_one_panel_per_rate(tmp_path: Path) -> None:
+    from tcmplib.pruning.plots import plot_pmp_projection
+
+    history = [
+        {"epoch": 50, "test_class_avg_accuracy": 0.8},
+        {"epoch": 100, "test_class_avg_accuracy": 0.79},
+    ]
+    for rate in (0.95, 0.99):
+        fpha(tmp_path / "r", "pmp", rate, history=history, class_avg_accuracy=0.2)
+    reports = [record.report for record in cn.pmp_runs(tmp_path / "r")]
+    figure = plot_pmp_projection({"revision 2": reports})
+    assert [ax.get_title() for ax in figure.axes] == ["PMP at 95%", "PMP at 99%"]
+    dots = [line for line in figure.axes[1].lines if line.get_marker() == "o"]
+    assert [tuple(line.get_ydata()) for line in dots] == [(20.0,)]
+    with pytest.raises(ValueError, match="at least one PMP report"):
+        plot_pmp_projection({"revision 1": []})

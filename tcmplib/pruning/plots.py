@@ -7,7 +7,7 @@ cell is one call; nothing here trains or prunes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from tcmplib.pruning.base import PruneReport
 from tcmplib.pruning.masks import psi
 
-__all__ = ["plot_psi", "plot_mp_history"]
+__all__ = ["plot_psi", "plot_mp_history", "plot_pmp_projection"]
 
 
 def plot_psi(temperatures: Sequence[float], w_max: float = 1.0, points: int = 801) -> Figure:
@@ -60,5 +60,35 @@ def plot_mp_history(report: PruneReport) -> Figure:
     axes[2].semilogy(epochs, [row["budget"] for row in rows], color="tab:green")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("budget term")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pmp_projection(runs: Mapping[str, Sequence[PruneReport]]) -> Figure:
+    """PMP runs by label (e.g. revision), one panel per target rate: the soft network's
+    class-averaged test accuracy at every evaluation, and a dotted drop from the last one to
+    the accuracy of the final network (the projection onto the budget), marked by a dot."""
+    rates = sorted({report.target_rate for reports in runs.values() for report in reports})
+    if not rates:
+        raise ValueError("runs: expected at least one PMP report, got none")
+    fig, axes = plt.subplots(1, len(rates), figsize=(5.2 * len(rates), 3.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, rate in zip(axes[0], rates, strict=True):
+        for (label, reports), colour in zip(runs.items(), colours, strict=False):
+            shown = False
+            for report in (r for r in reports if r.target_rate == rate):
+                rows = [row for row in report.history if "test_class_avg_accuracy" in row]
+                epochs = [row["epoch"] for row in rows]
+                soft = [100 * row["test_class_avg_accuracy"] for row in rows]
+                final = 100 * report.class_avg_accuracy
+                ax.plot(epochs, soft, color=colour, lw=1, label=None if shown else label)
+                ax.plot([epochs[-1]] * 2, [soft[-1], final], color=colour, ls=":", lw=1)
+                ax.plot(epochs[-1], final, "o", color=colour, ms=5)
+                shown = True
+        ax.set_title(f"PMP at {100 * rate:g}%")
+        ax.set_xlabel("epoch (dot: after the projection onto the budget)")
+        ax.set_ylabel("class-averaged test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(frameon=False, fontsize="small", loc="lower left")
     fig.tight_layout()
     return fig
