@@ -21,8 +21,10 @@ network (:class:`tcmplib.model.GCNConfig`)
     ``values`` (``"per-head"``: every head owns its convolution filters, Section 2's ``W^k``;
     an architecture variant of the disconnection study, chapter 4b, rather than a way to
     generalize);
-optimizer
-    ``weight_decay`` (Adam's L2 term).
+optimizer and loss
+    ``weight_decay`` (Adam's L2 term), ``label_smoothing`` (the cross-entropy's targets put
+    1 - label_smoothing on the true class and spread the rest evenly over all classes, as
+    ``torch.nn.functional.cross_entropy`` does; the paper's loss is plain cross-entropy).
 
 Rotation and scaling act on every frame of a sequence alike; chunk means, wrist centring
 and chunk differences are linear maps that commute with them, so the augmentation is
@@ -86,6 +88,7 @@ class Recipe:
     values: str = field(default="shared", metadata={"identity": "unless-default"})
     # How a head's attention is formed; "bilinear" lets pruning silence a head (model doc).
     attention: str = field(default="softmax", metadata={"identity": "unless-default"})
+    label_smoothing: float = field(default=0.0, metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -114,12 +117,14 @@ class Recipe:
             fail("neighbourhood", "none or a positive number of bones")
         if not _is_number(self.weight_decay) or self.weight_decay < 0.0:
             fail("weight_decay", "a number >= 0")
+        if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
+            fail("label_smoothing", "a number in [0, 1)")
         if self.values not in VALUES:
             fail("values", f"one of {', '.join(VALUES)}")
         if self.attention not in ATTENTIONS:
             fail("attention", f"one of {', '.join(ATTENTIONS)}")
         # 30 and 30.0 are one recipe: store floats, so that its identity (and hash) is one too.
-        for name in ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay"):
+        for name in _FLOAT_OPTIONS:
             object.__setattr__(self, name, float(getattr(self, name)))
 
     # -- identity ---------------------------------------------------------------------------
@@ -181,11 +186,14 @@ class Recipe:
 
     def train_overrides(self) -> dict[str, Any]:
         """The fields of :class:`tcmplib.train.TrainConfig` this recipe sets."""
-        return {"weight_decay": self.weight_decay}
+        return {"weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing}
 
     @property
     def augments(self) -> bool:
         return self.rotate_deg > 0.0 or self.scale > 0.0 or self.time_crop > 0.0
+
+
+_FLOAT_OPTIONS = ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay", "label_smoothing")
 
 
 def _is_int(value: object) -> bool:
@@ -201,7 +209,8 @@ def _is_number(value: object) -> bool:
 _TYPES = {"chunks": int, "frame": str, "hand_size": bool, "velocity": bool,
           "rotate_deg": float, "scale": float, "time_crop": float, "dropout": float,
           "neighbourhood": int,
-          "weight_decay": float, "values": str, "attention": str}  # fmt: skip
+          "weight_decay": float, "values": str, "attention": str,
+          "label_smoothing": float}  # fmt: skip
 
 
 def _checked_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +262,9 @@ RECIPES["selected-per-head"] = replace(RECIPES["selected"], values="per-head")
 # Its attention that pruning can silence (bilinear), with shared and with per-head filters.
 RECIPES["selected-bilinear"] = replace(RECIPES["selected"], attention="bilinear")
 RECIPES["selected-per-head-bilinear"] = replace(RECIPES["selected-per-head"], attention="bilinear")
+# The best of every candidate over 3 splits (the fourth round, chapter 2b): per-head filters
+# with label smoothing 0.1.
+RECIPES["selected-per-head-smoothed"] = replace(RECIPES["selected-per-head"], label_smoothing=0.1)
 
 
 #: The environment variable the chapters read their recipe's name from.

@@ -10,6 +10,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,18 @@ if TYPE_CHECKING:
 SEARCH_ROUNDS = ("ablation", "combinations", "refinements", "weight-decay")
 #: The split those rounds used: their numbers are read from it alone, as they were chosen.
 FIRST_SPLIT = (0,)
+#: The third round: every set so far, over 3 splits (repeated 3-fold CV).
+THIRD_ROUND = (*SEARCH_ROUNDS, "per-head")
+#: The fourth round's set: label smoothing on the third round's best and on the selected recipe.
+FOURTH_ROUND = "label-smoothing"
 
 __all__ = [
     "SEARCH_ROUNDS",
     "FIRST_SPLIT",
+    "THIRD_ROUND",
+    "FOURTH_ROUND",
     "repeated_cv_numbers",
+    "smoothing_numbers",
     "baseline_records",
     "plot_cv_curves",
     "plot_baseline_curves",
@@ -140,8 +148,10 @@ def plot_baseline_curves(folders: Mapping[str, str | os.PathLike[str]]) -> Figur
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    for (label, folder), color in zip(folders.items(), ("tab:grey", "tab:blue", "tab:green"),
-                                      strict=False):  # fmt: skip
+    colors = ("tab:grey", "tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple")
+    if len(folders) > len(colors):
+        raise ValueError(f"plot_baseline_curves: at most {len(colors)} recipes, got {len(folders)}")
+    for (label, folder), color in zip(folders.items(), colors, strict=False):
         records = baseline_records(folder)
         epochs = [row["epoch"] for row in records[0]["history"]]
         test = np.array([[100 * r["test_class_avg_accuracy"] for r in rec["history"]]
@@ -246,20 +256,22 @@ def recipe_chapter_numbers(
         numbers["gap_closed"] = 100 * float(numbers["test_gain"]) / float(numbers["as_written_gap"])
         numbers["cv_gain"] = float(numbers["selected_cv"]) - base
     numbers.update(repeated_cv_numbers(cv_dir, candidates))
+    if FOURTH_ROUND in candidates:
+        numbers.update(smoothing_numbers(cv_dir, candidates))
     return numbers
 
 
 def repeated_cv_numbers(
     cv_dir: str | os.PathLike[str], candidates: Mapping[str, Mapping[str, Recipe]]
 ) -> dict[str, float | str]:
-    """The third round's numbers: every candidate of every set over all its splits (repeated
-    k-fold), the best of them, the best of the first two rounds' candidates, and the per-head
-    filters against the selected recipe, fold by fold
+    """The third round's numbers: every candidate of its sets (:data:`THIRD_ROUND`) over all
+    its splits (repeated k-fold), the best of them, the best of the first two rounds'
+    candidates, and the per-head filters against the selected recipe, fold by fold
     (:func:`~tcmplib.select.paired_difference`)."""
     from tcmplib.recipe import RECIPES
     from tcmplib.select import cv_table, paired_difference, unique_candidates
 
-    table = cv_table(cv_dir, unique_candidates(candidates.values()))
+    table = cv_table(cv_dir, unique_candidates(candidates[key] for key in THIRD_ROUND))
     earlier = cv_table(cv_dir, unique_candidates(candidates[key] for key in SEARCH_ROUNDS))
     best, best_earlier = table["cv accuracy (%)"].idxmax(), earlier["cv accuracy (%)"].idxmax()
     selected = cv_table(cv_dir, {"selected": RECIPES["selected"]}).iloc[0]
@@ -276,3 +288,29 @@ def repeated_cv_numbers(
             "r3_earlier_count": len(earlier),
             "r3_per_head_gain": pair["mean"], "r3_per_head_gain_std": pair["std"],
             "r3_per_head_ahead": pair["ahead"], "r3_pairs": pair["folds"]}  # fmt: skip
+
+
+def smoothing_numbers(
+    cv_dir: str | os.PathLike[str], candidates: Mapping[str, Mapping[str, Recipe]]
+) -> dict[str, float | str]:
+    """The fourth round's numbers (``r4_*``): the best of every candidate run so far, the
+    label-smoothing set's best against the same recipe without smoothing, fold by fold, and
+    the training accuracy that smoothing leaves."""
+    from tcmplib.select import cv_table, paired_difference, unique_candidates
+
+    everything = cv_table(cv_dir, unique_candidates(candidates.values()))
+    best = str(everything["cv accuracy (%)"].idxmax())
+    smoothing = cv_table(cv_dir, candidates[FOURTH_ROUND])
+    smoothed = smoothing[[candidates[FOURTH_ROUND][label].label_smoothing > 0
+                          for label in smoothing.index]]  # fmt: skip
+    top = str(smoothed["cv accuracy (%)"].idxmax())
+    recipe = candidates[FOURTH_ROUND][top]
+    pair = paired_difference(cv_dir, recipe, replace(recipe, label_smoothing=0.0))
+    plain = cv_table(cv_dir, {"plain": replace(recipe, label_smoothing=0.0)}).iloc[0]
+    return {"r4_best_label": best, "r4_best_cv": float(everything.loc[best, "cv accuracy (%)"]),
+            "r4_best_std": float(everything.loc[best, "std"]),
+            "r4_smoothed_label": top, "r4_smoothed_cv": float(smoothed.loc[top, "cv accuracy (%)"]),
+            "r4_smoothed_train": float(smoothed.loc[top, "train accuracy (%)"]),
+            "r4_plain_train": float(plain["train accuracy (%)"]),
+            "r4_gain": pair["mean"], "r4_gain_std": pair["std"], "r4_ahead": pair["ahead"],
+            "r4_pairs": pair["folds"], "r4_count": len(everything)}  # fmt: skip

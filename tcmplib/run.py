@@ -173,7 +173,9 @@ class RunConfig:
         from tcmplib.profiles import get_profile
 
         overrides = self.recipe_options().train_overrides()
-        schedule = asdict(get_profile(self.profile).train_config(seed=self.seed, **overrides))
+        schedule = identity_options(
+            get_profile(self.profile).train_config(seed=self.seed, **overrides)
+        )
         schedule.pop("device")
         return schedule
 

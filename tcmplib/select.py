@@ -140,6 +140,18 @@ CANDIDATES: dict[str, dict[str, Recipe]] = {
         "per-head + time crop": replace(_PER_HEAD, time_crop=0.2),
         "per-head + hand-size normalization": replace(_PER_HEAD, hand_size=True),
     },
+    # Every candidate above fits its training folds (train accuracy 98-100%) while the held-out
+    # folds sit near 70%: the network is sure of its training labels. Label smoothing (not in
+    # the paper, whose loss is plain cross-entropy) bounds that confidence; a scratch run on
+    # split 0 (training split only) gained 3.4 points with per-head filters, so it is tried
+    # on both filter layouts and at two strengths, over the same 3 splits.
+    "label-smoothing": {
+        "selected": _SELECTED,
+        "selected, per-head filters": _PER_HEAD,
+        "selected + label smoothing 0.1": replace(_SELECTED, label_smoothing=0.1),
+        "per-head + label smoothing 0.1": replace(_PER_HEAD, label_smoothing=0.1),
+        "per-head + label smoothing 0.2": replace(_PER_HEAD, label_smoothing=0.2),
+    },
 }
 
 
@@ -183,7 +195,7 @@ class FoldConfig:
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes the run's numbers (not the device)."""
-        schedule = asdict(self.train_config())
+        schedule = identity_options(self.train_config())
         schedule.pop("device")
         return {
             "format": CV_FORMAT,

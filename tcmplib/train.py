@@ -112,6 +112,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks CUDA when available
     eval_every: int = 50  # test metrics every this many epochs, and at the last epoch
     checkpoint_every: int | None = None  # None: no checkpoints
+    # The cross-entropy's label smoothing (the paper's loss is plain cross-entropy: 0). Came
+    # after runs were recorded: at its default it stays out of run identities.
+    label_smoothing: float = field(default=0.0, metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: object) -> None:
@@ -138,6 +141,15 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.weight_decay: expected a number >= 0, got {self.weight_decay!r}"
             )
+        if not (
+            isinstance(self.label_smoothing, (int, float))
+            and not isinstance(self.label_smoothing, bool)
+            and 0.0 <= self.label_smoothing < 1.0
+        ):
+            raise ValueError(
+                "TrainConfig.label_smoothing: expected a number in [0, 1), "
+                f"got {self.label_smoothing!r}"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed: expected an integer >= 0, got {self.seed!r}")
         if self.device not in DEVICES:
@@ -148,7 +160,9 @@ def config_hash(config: Any, length: int = 12) -> str:
     """A short, stable hash of a dataclass config (SHA-256 of its sorted JSON), for run folders."""
     if not is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"config_hash: expected a dataclass instance, got {type(config).__name__}")
-    text = json.dumps(asdict(config), sort_keys=True, separators=(",", ":"))
+    from tcmplib.run import identity_options  # fields added later hash as before at default
+
+    text = json.dumps(identity_options(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
@@ -572,7 +586,7 @@ def train(
             for idx in _batches(n, config.batch_size, batch_rng):
                 xb, yb = x_epoch[idx], y_train[idx]
                 logits = model(xb)
-                ce = F.cross_entropy(logits, yb)
+                ce = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
                 extra, step_logs = hook.extra_loss(model)
                 loss = ce + extra
                 optimizer.zero_grad(set_to_none=True)

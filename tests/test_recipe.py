@@ -46,6 +46,7 @@ SWITCHED = {
     "weight_decay": 1e-3,
     "values": "per-head",
     "attention": "bilinear",
+    "label_smoothing": 0.1,
 }
 
 
@@ -91,6 +92,24 @@ def test_attention_at_its_default_leaves_identities_as_recorded() -> None:
         Recipe(attention="linear")
 
 
+def test_label_smoothing_at_its_default_leaves_identities_as_recorded() -> None:
+    # Recipe.label_smoothing and TrainConfig.label_smoothing came after the records.
+    plain = RunConfig(dataset="fpha", method="mp", rate=0.99, profile="paper")
+    identity = plain.identity()
+    assert "label_smoothing" not in identity["recipe"]
+    assert "label_smoothing" not in identity["train"]
+    assert tcmplib.train.config_hash(TrainConfig()) == tcmplib.train.config_hash(
+        TrainConfig(label_smoothing=0.0)
+    )
+    smoothed = Recipe(label_smoothing=0.1)
+    assert smoothed.train_overrides()["label_smoothing"] == 0.1
+    fold = FoldConfig(smoothed, 0)
+    assert fold.identity()["train"]["label_smoothing"] == 0.1
+    assert tcmplib.train.config_hash(fold.train_config()) != tcmplib.train.config_hash(
+        FoldConfig(AS_WRITTEN, 0).train_config()
+    )
+
+
 def test_per_head_recipe_builds_the_network_nearest_the_papers_weight_count() -> None:
     data = load_recipe_data(Recipe(chunks=32, values="per-head"), "synthetic")
     gcn = Recipe(chunks=32, values="per-head").gcn_config(data)
@@ -114,6 +133,8 @@ def test_equal_numbers_are_one_recipe() -> None:
     [
         ("colour=red", "recipe option 'colour': unknown"),
         ("dropout=1.5", "recipe option dropout: expected a number in [0, 1)"),
+        ("label_smoothing=1", "recipe option label_smoothing: expected a number in [0, 1)"),
+        ("label_smoothing=-0.1", "recipe option label_smoothing: expected a number in [0, 1)"),
         ("frame=head", "recipe option frame: expected one of wrist, palm, first-palm"),
         ("velocity=maybe", "recipe option velocity: expected true or false"),
         ("chunks=many", "recipe option chunks: expected a number"),

@@ -277,6 +277,20 @@ def test_lr_ceiling_bounds_the_rate_and_the_rule_climbs_back_from_it() -> None:
     assert rates[6] == pytest.approx(5e-4) and rates[8] == pytest.approx(5e-4)
 
 
+def test_label_smoothing_spreads_the_target_over_the_classes() -> None:
+    # The first epoch's loss is that of the initial weights: with smoothing eps the target
+    # puts 1 - eps on the true class and eps / K on every class (K = 3 here).
+    data, eps = stand_in(), 0.3
+    log_p = torch.log_softmax(build_model(TINY, 0)(data.x_train), dim=1).detach()
+    true = -log_p.gather(1, data.y_train[:, None]).mean()
+    uniform = -log_p.mean()
+    cfg = TrainConfig(epochs=1, eval_every=1, label_smoothing=eps)
+    first = train(build_model(TINY, 0), data, cfg, progress=False).history[0]
+    assert first["ce"] == pytest.approx(float((1 - eps) * true + eps * uniform), rel=1e-6)
+    plain = train(build_model(TINY, 0), data, TrainConfig(epochs=1), progress=False).history[0]
+    assert plain["ce"] == pytest.approx(float(true), rel=1e-6)
+
+
 # --- configuration, profiles, CLI ----------------------------------------------------------
 
 
@@ -288,6 +302,7 @@ def test_lr_ceiling_bounds_the_rate_and_the_rule_climbs_back_from_it() -> None:
         ("lr_max", 1e-4, r"TrainConfig.lr_max: expected a number >= lr"),
         ("device", "gpu", "TrainConfig.device: expected one of"),
         ("batch_size", 0, "TrainConfig.batch_size: expected a positive integer"),
+        ("label_smoothing", 1.0, r"TrainConfig.label_smoothing: expected a number in \[0, 1\)"),
     ],
 )
 def test_bad_train_config_names_the_field(field: str, value: object, message: str) -> None:
