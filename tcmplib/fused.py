@@ -16,8 +16,13 @@ outputs are the definition's up to float rounding (the tests compare both, value
 gradients); the slicing is fixed, so a run stays bit-for-bit repeatable.
 
 With per-head filters (values of shape (batch, heads, nodes, channels)) each head multiplies
-its own attention by its own values; the slice's product comes out in (head, node, channel)
-order and is transposed, in cache, to the dense layer's (node, head, channel) order.
+its own attention by its own values. The slice's product comes out in (head, node, channel)
+order, and rather than transposing every slice's activation to the dense layer's (node,
+head, channel) order, the kernel reorders the dense layer's rows to (head, node, channel)
+once per call (and its gradient back once). The values may be a view of (batch, node, head,
+channel) memory, as :meth:`tcmplib.model.AttentionGCN.values` computes them in one matmul:
+each slice's values are made head-major in cache, and their gradient is written back in the
+same layout.
 """
 
 from __future__ import annotations
@@ -56,11 +61,12 @@ class _ConvolveDense(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int, per_head: bool
     ) -> Tensor:
-        fc_wide = _widen(fc)
+        fc_wide = _widen(_head_major(fc, v.shape) if per_head else fc)
         logits = attn.new_empty(attn.shape[0], fc_wide.shape[1])
         for s in range(0, attn.shape[0], size):
             hidden = _hidden(attn[s : s + size], v[s : s + size], per_head)
-            torch.mm(hidden.flatten(1), fc_wide, out=logits[s : s + size])
+            out = logits[s : s + size]
+            torch.mm(hidden.view(len(out), -1), fc_wide, out=out)
         ctx.save_for_backward(attn, v, fc_wide)
         ctx.size, ctx.classes, ctx.per_head = size, fc.shape[1], per_head
         return logits[:, : fc.shape[1]]
@@ -77,28 +83,47 @@ class _ConvolveDense(torch.autograd.Function):
         grad_fc = torch.zeros_like(fc_wide)
         for s in range(0, attn.shape[0], size):
             a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
-            hidden = _hidden(a, vs, ctx.per_head)  # recomputed: cheaper than a trip to memory
-            grad_fc.addmm_(hidden.flatten(1).t(), g)
-            grad_hidden = torch.ops.aten.threshold_backward(
-                torch.mm(g, fc_t), hidden.flatten(1), 0.0
-            ).view(hidden.shape)
-            if ctx.per_head:  # back to (slice, head, node, channel), the products' order
-                grad_hidden = grad_hidden.transpose(1, 2).contiguous()
-            torch.matmul(grad_hidden, vs.transpose(-1, -2), out=grad_attn[s : s + size])
-            torch.matmul(a.transpose(-1, -2), grad_hidden, out=grad_v[s : s + size])
-        return grad_attn, grad_v, grad_fc[:, : ctx.classes].contiguous(), None, None
+            if ctx.per_head:  # (slice * heads) products of one head's attention and values
+                a, vs = _flat_heads(a), _flat_heads(vs.contiguous())
+            hidden = torch.bmm(a, vs).relu_()  # recomputed: cheaper than a trip to memory
+            rows = hidden.view(len(g), -1)
+            grad_fc.addmm_(rows.t(), g)
+            grad_hidden = torch.ops.aten.threshold_backward(torch.mm(g, fc_t), rows, 0.0)
+            grad_hidden = grad_hidden.view(hidden.shape)
+            torch.bmm(grad_hidden, vs.transpose(1, 2), out=grad_attn[s : s + size].view(a.shape))
+            grad_vs = torch.bmm(a.transpose(1, 2), grad_hidden)
+            # grad_v has v's layout: a node-major view is written back through its strides
+            grad_v[s : s + size].copy_(grad_vs.view(grad_v[s : s + size].shape))
+        grad_fc = grad_fc[:, : ctx.classes]
+        if ctx.per_head:
+            grad_fc = _node_major_rows(grad_fc, v.shape)
+        return grad_attn, grad_v, grad_fc.contiguous(), None, None
 
 
 def _hidden(attn: Tensor, v: Tensor, per_head: bool) -> Tensor:
-    """A slice's ReLU(attention @ values) in the dense layer's (node, head, channel) order."""
+    """A slice's ReLU(attention @ values): shared filters in the dense layer's (node, head,
+    channel) order, per-head filters in (head, node, channel) order (see the module doc)."""
     if per_head:
-        return _node_major(torch.matmul(attn, v).relu_())
+        return torch.bmm(_flat_heads(attn), _flat_heads(v.contiguous())).relu_()
     return torch.bmm(attn, v).relu_()
 
 
-def _node_major(hidden: Tensor) -> Tensor:
-    """(slice, head, node, channel) -> (slice, node, head, channel), contiguous."""
-    return hidden.transpose(1, 2).contiguous()
+def _flat_heads(tensor: Tensor) -> Tensor:
+    """(slice, heads, rows, cols), contiguous -> (slice * heads, rows, cols), a view."""
+    return tensor.view(-1, *tensor.shape[2:])
+
+
+def _head_major(fc: Tensor, shape: torch.Size) -> Tensor:
+    """Dense-layer rows from (node, head, channel) to (head, node, channel) order;
+    ``shape`` is the values' (batch, heads, nodes, channels)."""
+    _, heads, nodes, channels = shape
+    return fc.reshape(nodes, heads, channels, -1).transpose(0, 1).reshape(fc.shape)
+
+
+def _node_major_rows(fc: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of :func:`_head_major`."""
+    _, heads, nodes, channels = shape
+    return fc.reshape(heads, nodes, channels, -1).transpose(0, 1).reshape(fc.shape)
 
 
 def _widen(matrix: Tensor) -> Tensor:
@@ -120,7 +145,7 @@ def convolve_dense(attn: Tensor, v: Tensor, fc: Tensor, size: int | None) -> Ten
     """
     batch, heads, nodes, _ = attn.shape
     if v.dim() == 4:
-        return _ConvolveDense.apply(attn, v, fc, size or max(batch, 1), True)
+        return _ConvolveDense.apply(attn.contiguous(), v, fc, size or max(batch, 1), True)
     # (batch, node, head, source) rows: one matmul per graph writes the activation directly
     # in the dense layer's (node, head, channel) order.
     rows = attn.transpose(1, 2).reshape(batch, nodes * heads, nodes)

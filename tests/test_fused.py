@@ -20,14 +20,23 @@ def _per_head_definition(attn: torch.Tensor, v: torch.Tensor, fc: torch.Tensor) 
 
 
 def _assert_kernel_equals(
-    definition: Callable[..., torch.Tensor], size: int | None, classes: int, per_head: bool
+    definition: Callable[..., torch.Tensor],
+    size: int | None,
+    classes: int,
+    per_head: bool,
+    node_major: bool = False,
 ) -> None:
-    """Values and gradients (float64) of the kernel and of ``definition`` on random inputs."""
+    """Values and gradients (float64) of the kernel and of ``definition`` on random inputs;
+    ``node_major``: per-head values as a view of (batch, node, head, channel) memory, the
+    layout the model's one-matmul value projection gives."""
     generator = torch.Generator().manual_seed(classes)
     batch, heads, nodes, channels = 10, 3, 5, 4
     attn = torch.softmax(torch.randn(batch, heads, nodes, nodes, generator=generator), -1)
     shape = (batch, heads, nodes, channels) if per_head else (batch, nodes, channels)
     v = torch.randn(*shape, generator=generator)
+    if node_major:
+        v = v.transpose(1, 2).contiguous().transpose(1, 2)
+        assert not v.is_contiguous()
     fc = torch.randn(nodes * heads * channels, classes, generator=generator)
     grad = torch.randn(batch, classes, generator=generator)
     results = []
@@ -51,6 +60,27 @@ def test_values_and_gradients_equal_the_definition(size: int | None, classes: in
 @pytest.mark.parametrize("classes", [3, 45])
 def test_per_head_values_and_gradients_equal_the_definition(size: int | None, classes: int) -> None:
     _assert_kernel_equals(_per_head_definition, size, classes, per_head=True)
+
+
+@pytest.mark.parametrize("size", [1, 4, 10])
+def test_per_head_node_major_values_equal_the_definition(size: int) -> None:
+    _assert_kernel_equals(_per_head_definition, size, 45, per_head=True, node_major=True)
+
+
+def test_per_head_model_gradients_equal_the_definition() -> None:
+    """Every weight's gradient through the kernel (values in node-major memory, dense rows
+    reordered per call) equals the gradient through features(x) @ fc."""
+    torch.manual_seed(0)
+    config = GCNConfig(nodes=21, d_in=12, heads=2, qk_dim=3, channels=4, values="per-head")
+    model = AttentionGCN(config).double()
+    x = torch.randn(70, 21, 12, dtype=torch.float64)
+    grads = []
+    for logits in (lambda: model(x), lambda: model.features(x) @ model.fc):
+        model.zero_grad()
+        logits().square().sum().backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12)
 
 
 def test_per_head_model_uses_the_kernel_and_equals_its_features_times_fc() -> None:
