@@ -14,6 +14,10 @@ Next to each time it prints
 - the ratio of the epoch to that bound, and of each method's epoch to the baseline's;
 - the implied training time of a paper-scale run (2,700 epochs, test metrics every 50).
 
+With ``--precisions fp32,bf16`` every row is timed in both training precisions
+(:data:`tcmplib.train.PRECISIONS`); the bound stays the fp32 one, so a bf16 row can fall
+under 1x.
+
 With ``--recipes`` the baseline is timed under each named recipe instead, and an augmenting
 recipe again with its augmentation off (what drawing fresh inputs at every epoch costs).
 
@@ -22,6 +26,7 @@ Usage::
     python benchmarks/bench_epoch.py [--threads 1,2] [--epochs 10] [--warmup 2]
                                      [--methods baseline,mp,greedy,tcmp,pmp] [--rate 0.95]
     python benchmarks/bench_epoch.py --recipes as-written,selected
+    python benchmarks/bench_epoch.py --recipe selected-per-head-smoothed --precisions fp32,bf16
 """
 
 from __future__ import annotations
@@ -137,6 +142,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.95, help="pruning rate of the methods")
     parser.add_argument("--recipe", default="selected", help="the recipe the methods train under")
     parser.add_argument(
+        "--precisions",
+        default="fp32",
+        help="comma-separated training precisions (fp32, bf16): every row under each",
+    )
+    parser.add_argument(
         "--recipes",
         default=None,
         help="time the baseline under these recipes instead of the methods",
@@ -160,6 +170,12 @@ def main() -> None:
             unknown = [m for m in args.methods.split(",") if m not in METHODS]
             if unknown:
                 raise ValueError(f"unknown method(s) {unknown}; expected some of {list(METHODS)}")
+        precisions = args.precisions.split(",")
+        rows = [
+            (label if p == "fp32" else f"{label}, {p}", replace(recipe, precision=p), method)
+            for p in precisions
+            for label, recipe, method in rows
+        ]
     except ValueError as err:
         parser.error(str(err))
 

@@ -61,6 +61,9 @@ class _ConvolveDense(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, attn: Tensor, v: Tensor, fc: Tensor, size: int, per_head: bool
     ) -> Tensor:
+        ctx.dtypes = attn.dtype, v.dtype, fc.dtype
+        dtype = _compute_dtype(attn)
+        attn, v, fc = attn.to(dtype), v.to(dtype), fc.to(dtype)
         fc_wide = _widen(_head_major(fc, v.shape) if per_head else fc)
         logits = attn.new_empty(attn.shape[0], fc_wide.shape[1])
         for s in range(0, attn.shape[0], size):
@@ -77,17 +80,22 @@ class _ConvolveDense(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, None, None]:
         attn, v, fc_wide = ctx.saved_tensors
         size = ctx.size
-        grad_wide = _widen(grad_logits)
+        grad_wide = _widen(grad_logits.to(attn.dtype))
         fc_t = fc_wide.t().contiguous()
         grad_attn, grad_v = torch.empty_like(attn), torch.empty_like(v)
-        grad_fc = torch.zeros_like(fc_wide)
+        # The dense layer's gradient sums over slices: in fp32 whatever the products' precision
+        grad_fc = torch.zeros_like(fc_wide, dtype=ctx.dtypes[2])
+        low_precision = fc_wide.dtype != grad_fc.dtype
         for s in range(0, attn.shape[0], size):
             a, vs, g = attn[s : s + size], v[s : s + size], grad_wide[s : s + size]
             if ctx.per_head:  # (slice * heads) products of one head's attention and values
                 a, vs = _flat_heads(a), _flat_heads(vs.contiguous())
             hidden = torch.bmm(a, vs).relu_()  # recomputed: cheaper than a trip to memory
             rows = hidden.view(len(g), -1)
-            grad_fc.addmm_(rows.t(), g)
+            if low_precision:
+                grad_fc += torch.mm(rows.t(), g)
+            else:
+                grad_fc.addmm_(rows.t(), g)
             grad_hidden = torch.ops.aten.threshold_backward(torch.mm(g, fc_t), rows, 0.0)
             grad_hidden = grad_hidden.view(hidden.shape)
             torch.bmm(grad_hidden, vs.transpose(1, 2), out=grad_attn[s : s + size].view(a.shape))
@@ -97,7 +105,17 @@ class _ConvolveDense(torch.autograd.Function):
         grad_fc = grad_fc[:, : ctx.classes]
         if ctx.per_head:
             grad_fc = _node_major_rows(grad_fc, v.shape)
-        return grad_attn, grad_v, grad_fc.contiguous(), None, None
+        attn_dtype, v_dtype, _ = ctx.dtypes
+        return grad_attn.to(attn_dtype), grad_v.to(v_dtype), grad_fc.contiguous(), None, None
+
+
+def _compute_dtype(tensor: Tensor) -> torch.dtype:
+    """The products' dtype: autocast's where it is on for the tensor's device (bf16 training,
+    :data:`tcmplib.train.PRECISIONS`), else the tensor's own."""
+    device = tensor.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return tensor.dtype
 
 
 def _hidden(attn: Tensor, v: Tensor, per_head: bool) -> Tensor:

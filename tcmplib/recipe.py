@@ -24,7 +24,10 @@ network (:class:`tcmplib.model.GCNConfig`)
 optimizer and loss
     ``weight_decay`` (Adam's L2 term), ``label_smoothing`` (the cross-entropy's targets put
     1 - label_smoothing on the true class and spread the rest evenly over all classes, as
-    ``torch.nn.functional.cross_entropy`` does; the paper's loss is plain cross-entropy).
+    ``torch.nn.functional.cross_entropy`` does; the paper's loss is plain cross-entropy),
+    ``precision`` (``"bf16"``: the forward pass's products in bf16 under ``torch.autocast``,
+    weights and optimizer in fp32; a question of speed, which has to leave the accuracy
+    unchanged to be used).
 
 Rotation and scaling act on every frame of a sequence alike; chunk means, wrist centring
 and chunk differences are linear maps that commute with them, so the augmentation is
@@ -52,6 +55,7 @@ from torch import Tensor
 from tcmplib.data import SkeletonDataset, generate_synthetic, load_dataset, load_fpha
 from tcmplib.data.preprocess import FRAMES, signal_frames
 from tcmplib.model import ATTENTIONS, VALUES, GCNConfig, per_head_channels
+from tcmplib.train import PRECISIONS
 
 __all__ = [
     "Recipe",
@@ -89,6 +93,7 @@ class Recipe:
     # How a head's attention is formed; "bilinear" lets pruning silence a head (model doc).
     attention: str = field(default="softmax", metadata={"identity": "unless-default"})
     label_smoothing: float = field(default=0.0, metadata={"identity": "unless-default"})
+    precision: str = field(default="fp32", metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -123,6 +128,8 @@ class Recipe:
             fail("values", f"one of {', '.join(VALUES)}")
         if self.attention not in ATTENTIONS:
             fail("attention", f"one of {', '.join(ATTENTIONS)}")
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {', '.join(PRECISIONS)}")
         # 30 and 30.0 are one recipe: store floats, so that its identity (and hash) is one too.
         for name in _FLOAT_OPTIONS:
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -186,7 +193,8 @@ class Recipe:
 
     def train_overrides(self) -> dict[str, Any]:
         """The fields of :class:`tcmplib.train.TrainConfig` this recipe sets."""
-        return {"weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing}
+        return {"weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
+                "precision": self.precision}  # fmt: skip
 
     @property
     def augments(self) -> bool:
@@ -210,7 +218,7 @@ _TYPES = {"chunks": int, "frame": str, "hand_size": bool, "velocity": bool,
           "rotate_deg": float, "scale": float, "time_crop": float, "dropout": float,
           "neighbourhood": int,
           "weight_decay": float, "values": str, "attention": str,
-          "label_smoothing": float}  # fmt: skip
+          "label_smoothing": float, "precision": str}  # fmt: skip
 
 
 def _checked_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +273,11 @@ RECIPES["selected-per-head-bilinear"] = replace(RECIPES["selected-per-head"], at
 # The best of every candidate over 3 splits (the fourth round, chapter 2b): per-head filters
 # with label smoothing 0.1.
 RECIPES["selected-per-head-smoothed"] = replace(RECIPES["selected-per-head"], label_smoothing=0.1)
+# The same trained with bf16 products (speed, benchmarks/README.md): used only once its
+# paper-scale baselines match the fp32 ones.
+RECIPES["selected-per-head-smoothed-bf16"] = replace(
+    RECIPES["selected-per-head-smoothed"], precision="bf16"
+)
 
 
 #: The environment variable the chapters read their recipe's name from.

@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # matplotlib is imported only when a curve is drawn
     from matplotlib.figure import Figure
 
 __all__ = [
+    "PRECISIONS",
     "DEVICES",
     "TrainConfig",
     "TrainData",
@@ -88,6 +89,9 @@ _OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar(
 
 #: Accepted values of ``TrainConfig.device``.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Accepted values of ``TrainConfig.precision``: fp32 throughout, or the forward pass's
+#: products in bf16 under ``torch.autocast`` (weights, optimizer and loss stay fp32).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 CHECKPOINT_FORMAT = 1
 
 
@@ -115,6 +119,8 @@ class TrainConfig:
     # The cross-entropy's label smoothing (the paper's loss is plain cross-entropy: 0). Came
     # after runs were recorded: at its default it stays out of run identities.
     label_smoothing: float = field(default=0.0, metadata={"identity": "unless-default"})
+    # The matmuls' precision while training (see PRECISIONS); evaluation is always fp32.
+    precision: str = field(default="fp32", metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: object) -> None:
@@ -154,6 +160,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.seed: expected an integer >= 0, got {self.seed!r}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device: expected one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision: expected one of {PRECISIONS}, got {self.precision!r}"
+            )
 
 
 def config_hash(config: Any, length: int = 12) -> str:
@@ -543,6 +553,7 @@ def train(
     n = x_train.shape[0]
     run_hash = config_hash(config)
     draw_train = getattr(data, "draw_train", None)
+    low_precision = config.precision == "bf16"
 
     optimizer = torch.optim.Adam(
         _parameter_groups(model, hook.decay_exempt(model)),
@@ -585,7 +596,9 @@ def train(
             x_epoch = draw_train(device) if draw_train is not None else x_train
             for idx in _batches(n, config.batch_size, batch_rng):
                 xb, yb = x_epoch[idx], y_train[idx]
-                logits = model(xb)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+                    logits = model(xb)
+                logits = logits.float()
                 ce = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
                 extra, step_logs = hook.extra_loss(model)
                 loss = ce + extra

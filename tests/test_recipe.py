@@ -47,6 +47,7 @@ SWITCHED = {
     "values": "per-head",
     "attention": "bilinear",
     "label_smoothing": 0.1,
+    "precision": "bf16",
 }
 
 
@@ -108,6 +109,16 @@ def test_label_smoothing_at_its_default_leaves_identities_as_recorded() -> None:
     assert tcmplib.train.config_hash(fold.train_config()) != tcmplib.train.config_hash(
         FoldConfig(AS_WRITTEN, 0).train_config()
     )
+
+
+def test_precision_at_its_default_leaves_identities_as_recorded() -> None:
+    plain = RunConfig(dataset="fpha", method="mp", rate=0.99, profile="paper").identity()
+    assert "precision" not in plain["recipe"] and "precision" not in plain["train"]
+    low = Recipe(precision="bf16")
+    assert low.train_overrides()["precision"] == "bf16"
+    assert FoldConfig(low, 0).identity()["train"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="recipe option precision: expected one of fp32, bf16"):
+        Recipe(precision="fp16")
 
 
 def test_per_head_recipe_builds_the_network_nearest_the_papers_weight_count() -> None:

@@ -291,6 +291,23 @@ def test_label_smoothing_spreads_the_target_over_the_classes() -> None:
     assert plain["ce"] == pytest.approx(float(true), rel=1e-6)
 
 
+def test_bf16_training_repeats_itself_and_stays_near_fp32() -> None:
+    """bf16 products change the losses in their last digits, not the run; the weights and
+    the evaluation stay fp32, and a rerun repeats the bf16 run exactly."""
+    data = stand_in()
+    runs = {}
+    for precision in ("fp32", "bf16", "bf16"):
+        cfg = TrainConfig(epochs=5, eval_every=5, precision=precision)
+        model = build_model(TINY, 0)
+        result = train(model, data, cfg, progress=False)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        runs.setdefault(precision, []).append([row["loss"] for row in result.history])
+    (fp32,), (bf16, again) = runs["fp32"], runs["bf16"]
+    assert bf16 == again
+    assert bf16 != fp32
+    assert bf16 == pytest.approx(fp32, rel=2e-2)
+
+
 # --- configuration, profiles, CLI ----------------------------------------------------------
 
 
@@ -303,6 +320,7 @@ def test_label_smoothing_spreads_the_target_over_the_classes() -> None:
         ("device", "gpu", "TrainConfig.device: expected one of"),
         ("batch_size", 0, "TrainConfig.batch_size: expected a positive integer"),
         ("label_smoothing", 1.0, r"TrainConfig.label_smoothing: expected a number in \[0, 1\)"),
+        ("precision", "fp16", "TrainConfig.precision: expected one of"),
     ],
 )
 def test_bad_train_config_names_the_field(field: str, value: object, message: str) -> None:
