@@ -233,6 +233,7 @@ def recipe_chapter_numbers(
         numbers[f"{key}_test_min"] = min(
             100 * r["report"]["class_avg_accuracy"] for r in baseline_records(folder)
         )
+        numbers[f"{key}_minutes"] = float(accuracy.loc[name, "training time (min)"])
         numbers[f"{key}_train"] = float(
             np.mean([100 * r["history"][-1]["train_accuracy"] for r in baseline_records(folder)])
         )
@@ -262,6 +263,10 @@ def recipe_chapter_numbers(
         # the target: within 2 points of the paper's baseline
         numbers["per_head_smoothed_shortfall"] = (
             paper - 2.0 - float(numbers["per_head_smoothed_test"])
+        )
+    if "per-head, smoothed, bf16" in paper_scale and "per-head, smoothed" in paper_scale:
+        numbers["bf16_test_change"] = float(numbers["per_head_smoothed_bf16_test"]) - float(
+            numbers["per_head_smoothed_test"]
         )
     numbers.update(repeated_cv_numbers(cv_dir, candidates))
     if FOURTH_ROUND in candidates:
