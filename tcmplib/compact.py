@@ -33,6 +33,7 @@ network of that structure for timing once the weights are gone.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import json
@@ -85,6 +86,7 @@ __all__ = [
     "SCATTER_MIN_SHARE",
     "SCATTER_MIN_BATCH",
     "CONVOLUTION_SLICE",
+    "HEADWISE_MIN_BATCH",
 ]
 
 FORMAT_NAME = "tcmplib-compact-gcn"
@@ -135,6 +137,10 @@ SCATTER_MIN_BATCH = 256
 #: ``benchmarks/bench_inference.py --stages``).
 CONVOLUTION_SLICE = 32
 
+#: Per-head filters: the smallest batch whose convolution runs head after head (see
+#: :meth:`CompactGCN.headwise`).
+HEADWISE_MIN_BATCH = 8
+
 
 def _config_json(config: GCNConfig) -> dict[str, object]:
     """The sizes a file records: dropout acts in training only, and the attention's
@@ -159,6 +165,8 @@ class CompactGCN(nn.Module):
 
     value_inputs: Tensor
     fc_rows: Tensor
+    row_fc_rows: Tensor
+    constant_attention: Tensor | None
     conv_rows: Tensor
     additive_mask: Tensor | None
     score_weights: Tensor | None
@@ -179,9 +187,24 @@ class CompactGCN(nn.Module):
         self.register_buffer(
             "value_inputs", torch.tensor(kept.value_inputs, dtype=torch.int64), persistent=False
         )
-        conv_rows, fc_rows = self._feature_indices(config, kept)
+        # The read rows against every kept channel: with shared filters the convolution's
+        # only layout; with per-head filters the one of small batches (below).
+        conv_rows, row_fc_rows = self._feature_indices(config, kept)
         self.register_buffer("conv_rows", conv_rows, persistent=False)
+        #: Per-head filters: each kept head's kept channels, as a (start, stop) range of
+        #: the kept channels (:func:`_head_ranges`); None for shared filters.
+        self.head_channels: tuple[tuple[int, int], ...] | None = None
+        fc_rows = row_fc_rows
+        if config.per_head:
+            fc_rows, self.head_channels = _head_ranges(config, kept)
         self.register_buffer("fc_rows", fc_rows, persistent=False)
+        self.register_buffer("row_fc_rows", row_fc_rows, persistent=False)
+        #: Per-head filters compute each kept head's rows against its own channels, head
+        #: after head, in batches of at least this many sequences, and below it the read rows
+        #: against every kept channel in one product: head after head computes no output
+        #: twice, but its products, one per head, cost more calls than they save at batch 1
+        #: (benchmarks/README.md, "Per-head compact networks").
+        self.headwise_min_batch = HEADWISE_MIN_BATCH
         hops = config.neighbourhood
         # Added to the scores (0 inside the neighbourhood, -inf outside): one in-place add
         # instead of a masked copy of every score tensor.
@@ -203,12 +226,33 @@ class CompactGCN(nn.Module):
             persistent=False,
         )
         self._qk_cache: tuple[tuple[tuple[int, int], ...], Tensor] | None = None
+        # Without a query/key pair in any head every score is 0, so the attention is the same
+        # for every sequence: computed once, expanded over the batch without a copy (MP at
+        # 99% often prunes every query and key weight).
+        self.register_buffer(
+            "constant_attention",
+            self._normalized(torch.zeros(len(kept.heads), config.nodes, config.nodes))
+            if kept.qk_width == 0
+            else None,
+            persistent=False,
+        )
         #: Sequences per slice of the convolution on CPU (None: the whole batch at once, as
         #: an exported graph, which must not depend on the batch size, computes it).
         self.convolution_slice: int | None = CONVOLUTION_SLICE
-        grid = len(conv_rows) * len(kept.channels)
+        grid = (
+            len(conv_rows) * len(kept.channels)
+            if self.head_channels is None
+            else config.nodes * len(kept.channels)
+        )
+        self._row_grid = len(conv_rows) * len(kept.channels)
+        self._all_row_fc_rows = bool(torch.equal(row_fc_rows, torch.arange(self._row_grid)))
         self._all_inputs = kept.value_inputs == tuple(range(config.d_in))
         self._all_conv_rows = len(conv_rows) == config.nodes * len(kept.heads)
+        # The dense network's sliced kernel computes every row of every kept head against
+        # every kept channel (shared filters), or against as many of its own channels as
+        # every other head keeps (per-head filters).
+        widths = {stop - start for start, stop in self.head_channels or ()}
+        self._dense_kernel = self._all_conv_rows and len(widths) <= 1
         self._all_fc_rows = bool(torch.equal(self.fc_rows, torch.arange(grid)))
         self._grid = grid
         self._kept_share = len(kept.fc_inputs) / grid if grid else 0.0
@@ -279,6 +323,8 @@ class CompactGCN(nn.Module):
         (:meth:`tcmplib.model.AttentionGCN.attention`)."""
         batch, nodes, d_in = x.shape
         heads, width = self.wq.shape[0], self.wq.shape[2]
+        if self.constant_attention is not None:
+            return self.constant_attention.expand(batch, heads, nodes, nodes)
         # Queries and keys of all heads from one product; each head's (nodes, width) blocks
         # are then made contiguous, on which the batched product runs 2.7x faster.
         qk = (x.reshape(batch * nodes, d_in) @ self._qk_weights()).view(
@@ -286,7 +332,11 @@ class CompactGCN(nn.Module):
         )
         q = qk[:, :, 0].transpose(1, 2).contiguous()
         k = qk[:, :, 1].permute(0, 2, 3, 1).contiguous()
-        scores = torch.matmul(q, k)
+        return self._normalized(torch.matmul(q, k))
+
+    def _normalized(self, scores: Tensor) -> Tensor:
+        """Attention from scores (in place where it can): bilinear weights, or the
+        neighbourhood and softmax."""
         if self.score_weights is not None:
             return scores.mul_(self.score_weights)
         if self.additive_mask is not None:
@@ -317,14 +367,26 @@ class CompactGCN(nn.Module):
         inputs = x if self._all_inputs else x[..., self.value_inputs]
         return inputs @ self.wv
 
+    def headwise(self, batch: int) -> bool:
+        """Whether the convolution computes head after head at this batch size (per-head
+        filters only); the outputs then lie in :attr:`fc_rows`' layout, else in
+        :attr:`row_fc_rows`'."""
+        return self.head_channels is not None and batch >= self.headwise_min_batch
+
+    def _layout(self, batch: int) -> tuple[Tensor, int, bool]:
+        """Where the kept inputs lie among the computed outputs at this batch size, how many
+        outputs there are, and whether every output is a kept input, in kept order."""
+        if self.head_channels is None or self.headwise(batch):
+            return self.fc_rows, self._grid, self._all_fc_rows
+        return self.row_fc_rows, self._row_grid, self._all_row_fc_rows
+
     def scatters(self, batch: int) -> bool:
         """Whether the dense layer takes every computed convolution output at this batch size,
         its weights scattered into a zero-filled matrix, instead of gathering the kept ones."""
-        return (
-            not self._all_fc_rows
-            and batch >= SCATTER_MIN_BATCH
-            and self._kept_share >= SCATTER_MIN_SHARE
-        )
+        if batch < SCATTER_MIN_BATCH:
+            return False
+        _, grid, everything = self._layout(batch)
+        return not everything and len(self.kept.fc_inputs) >= SCATTER_MIN_SHARE * grid
 
     def convolution(self, attention: Tensor, values: Tensor) -> Tensor:
         """The dense layer's inputs: ``ReLU(A_h[n] . V[:, c])`` for the kept ``(n, h, c)``,
@@ -334,26 +396,54 @@ class CompactGCN(nn.Module):
         outputs gathered while they are in cache.
         """
         batch, heads, nodes, _ = attention.shape
-        rows = attention.reshape(batch, heads * nodes, nodes)
-        # (node, head) order: the dense layer's order of inputs, whichever rows are read.
-        rows = rows.index_select(1, self.conv_rows)
-        gathered = not (self._all_fc_rows or self.scatters(batch))
+        headwise = self.headwise(batch)
+        if headwise:
+            rows = attention  # every row of each kept head
+        elif attention.stride(0) == 0:
+            # The same attention for every sequence: its read rows once, expanded.
+            rows = attention[0].reshape(heads * nodes, nodes).index_select(0, self.conv_rows)
+            rows = rows.expand(batch, *rows.shape)
+        else:
+            rows = attention.reshape(batch, heads * nodes, nodes)
+            # (node, head) order: the dense layer's order of inputs, whichever rows are read.
+            rows = rows.index_select(1, self.conv_rows)
+        fc_rows, grid, everything = self._layout(batch)
+        gathered = not (everything or self.scatters(batch))
         size = self.convolution_slice if attention.device.type == "cpu" else None
         if size is None or batch <= size:
-            block = torch.bmm(rows, values).flatten(1)
-            return (block.index_select(1, self.fc_rows) if gathered else block).relu_()
-        out = attention.new_empty(batch, len(self.fc_rows) if gathered else self._grid)
+            block = self._products(rows, values, headwise)
+            return (block.index_select(1, fc_rows) if gathered else block).relu_()
+        out = attention.new_empty(batch, len(fc_rows) if gathered else grid)
         for s in range(0, batch, size):
-            block = torch.bmm(rows[s : s + size], values[s : s + size]).flatten(1)
-            out[s : s + size] = block.index_select(1, self.fc_rows) if gathered else block
+            block = self._products(rows[s : s + size], values[s : s + size], headwise)
+            out[s : s + size] = block.index_select(1, fc_rows) if gathered else block
         return out.relu_()
 
+    def _products(self, rows: Tensor, values: Tensor, headwise: bool) -> Tensor:
+        """The computed convolution outputs, (batch, grid): each read row against every
+        kept channel, or (``headwise``, per-head filters) each kept head's rows against its
+        own channels only, head after head (a head's channels are a contiguous range of the
+        kept ones), where one product against every kept channel computes each output once
+        per kept head."""
+        if not headwise:
+            return torch.bmm(rows, values).flatten(1)
+        assert self.head_channels is not None
+        return torch.cat(
+            [
+                torch.bmm(rows[:, i], values[:, :, start:stop]).flatten(1)
+                for i, (start, stop) in enumerate(self.head_channels)
+            ],
+            dim=1,
+        )
+
     def dense(self, features: Tensor) -> Tensor:
-        if self.scatters(features.shape[0]):
+        batch = features.shape[0]
+        if self.scatters(batch):
             # Rebuilt at each call rather than stored, so that it never goes stale and the
             # network holds its compact weights only (bench_gather.py times it with the rest).
-            rows = self.fc.new_zeros(self._grid, self.fc.shape[1])
-            return features @ rows.index_copy(0, self.fc_rows, self.fc)
+            fc_rows, grid, _ = self._layout(batch)
+            rows = self.fc.new_zeros(grid, self.fc.shape[1])
+            return features @ rows.index_copy(0, fc_rows, self.fc)
         return features @ self.fc
 
     def forward(self, x: Tensor) -> Tensor:
@@ -366,14 +456,22 @@ class CompactGCN(nn.Module):
         attention, values = self.attention(x), self.values(x)
         size = self.convolution_slice if x.device.type == "cpu" else None
         if size is None or len(x) <= size or self._kept_share < SCATTER_MIN_SHARE:
+            # (The share is that of fc_rows' layout: per-head filters compute head after
+            # head at batches beyond one slice.)
             return self.dense(self.convolution(attention, values))
-        if self._all_conv_rows:
+        if self._dense_kernel:
             # Every attention row is read: the dense network's own sliced kernel, on the
             # dense layer scattered into the whole (node, head, channel) grid.
             rows = self.fc.new_zeros(self._grid, self.fc.shape[1])
-            return convolve_dense(
-                attention, values, rows.index_copy(0, self.fc_rows, self.fc), size
-            )
+            rows = rows.index_copy(0, self.fc_rows, self.fc)
+            if self.head_channels is not None:
+                # Per-head filters: the grid's (head, node, channel) order to the kernel's
+                # (node, head, channel), the values as (batch, heads, nodes, channels) views.
+                heads, nodes = len(self.head_channels), self.config.nodes
+                rows = rows.reshape(heads, nodes, -1, rows.shape[1]).transpose(0, 1)
+                rows = rows.reshape(self._grid, -1)
+                values = values.view(len(x), nodes, heads, -1).transpose(1, 2)
+            return convolve_dense(attention, values, rows, size)
         # Large batches of a dense layer that reads many outputs: the convolution and the
         # dense layer slice by slice, as the dense network's tcmplib.fused does, so a slice's
         # outputs go from the product to the dense layer in cache instead of through a
@@ -386,6 +484,38 @@ class CompactGCN(nn.Module):
                 self.convolution(attention[s : s + size], values[s : s + size])
             )
         return logits
+
+
+def _head_ranges(
+    config: GCNConfig, kept: KeptIndices
+) -> tuple[Tensor, tuple[tuple[int, int], ...]]:
+    """Per-head filters: where each kept dense-layer input lies among the convolution's
+    outputs, and each kept head's channels as a ``(start, stop)`` range of the kept ones.
+
+    Head ``h``'s filters are the value columns ``h * channels`` to ``(h + 1) * channels``, so
+    in the sorted kept channels each head's are contiguous, and a dense-layer input
+    ``(n, h, c)`` reads head ``h``'s attention row ``n`` against that head's channel ``c``
+    only. The convolution computes head after head every row against the head's channels,
+    (node, channel) within a head: input ``(n, h, c)`` is output
+    ``offset_h + n * width_h + (c's position in the head's range)``.
+    """
+    ranges = []
+    for head in kept.heads:
+        start = bisect.bisect_left(kept.channels, head * config.channels)
+        ranges.append((start, bisect.bisect_left(kept.channels, (head + 1) * config.channels)))
+    offsets = {}
+    offset = 0
+    for head, (start, stop) in zip(kept.heads, ranges, strict=True):
+        offsets[head] = offset
+        offset += config.nodes * (stop - start)
+    head_position = {head: i for i, head in enumerate(kept.heads)}
+    fc_rows = []
+    for flat in kept.fc_inputs:
+        node, column = divmod(flat, config.heads * config.channels)
+        head = column // config.channels
+        start, stop = ranges[head_position[head]]
+        fc_rows.append(offsets[head] + node * (stop - start) + kept.channels.index(column) - start)
+    return torch.tensor(fc_rows, dtype=torch.int64), tuple(ranges)
 
 
 def _expected_shapes(config: GCNConfig, kept: KeptIndices) -> dict[str, tuple[int, ...]]:
@@ -406,7 +536,9 @@ def multiply_adds(config: GCNConfig, kept: KeptIndices | None = None) -> dict[st
     values, 0.90 M for the convolution and 1.94 M for the dense layer, 3.57 M in all. With
     ``kept``, a :class:`CompactGCN`'s: the kept heads' query/key columns (padded to the
     widest head, as stored), the kept value inputs and channels, the attention rows that
-    some kept dense-layer input reads times the kept channels, and the kept dense-layer
+    some kept dense-layer input reads times the kept channels (per-head filters, in batches
+    of at least :data:`HEADWISE_MIN_BATCH`: every row of a kept head times its own kept
+    channels), and the kept dense-layer
     inputs. Softmax and ReLU are not multiply-adds and are not counted.
     """
     nodes, classes = config.nodes, config.classes
@@ -416,11 +548,15 @@ def multiply_adds(config: GCNConfig, kept: KeptIndices | None = None) -> dict[st
         # Per-head filters: every head's own columns, each row against its head's only.
         columns = config.value_columns
     else:
-        # A compact row is computed against every kept column (per-head filters included).
         heads, width, channels = len(kept.heads), kept.qk_width, len(kept.channels)
         columns = channels
         inputs = len(kept.value_inputs)
-        rows = len(CompactGCN._feature_indices(config, kept)[0])
+        if config.per_head:
+            # Every row of a kept head against its own channels: nodes rows per channel.
+            rows, channels = config.nodes, len(kept.channels)
+        else:
+            # A read row against every kept channel.
+            rows = len(CompactGCN._feature_indices(config, kept)[0])
         dense_inputs = len(kept.fc_inputs)
     return {
         "attention": nodes * config.d_in * 2 * heads * width + heads * nodes * nodes * width,

@@ -529,3 +529,69 @@ def test_cached_query_key_weights_follow_changes_to_the_weights() -> None:
     with torch.enable_grad():  # with autograd, gradients reach the weights
         compact(x).sum().backward()
     assert compact.wq.grad is not None and compact.wq.grad.abs().sum() > 0
+
+
+def test_per_head_convolution_on_a_hand_worked_network() -> None:
+    from tcmplib.compact import _head_ranges, multiply_adds
+
+    # 3 heads of 2 channels, 3 nodes. Head 0 keeps channels 0 and 1 (columns 0, 1), head 2
+    # keeps channel 1 (column 5); head 1 is dead. Kept inputs: (n0, h0, c1), (n2, h0, c0),
+    # (n1, h2, c1).
+    config = GCNConfig(nodes=3, d_in=2, heads=3, qk_dim=1, channels=2, classes=1,
+                       values="per-head")  # fmt: skip
+    kept = KeptIndices(
+        value_inputs=(0, 1), channels=(0, 1, 5), heads=(0, 2), qk_columns=((0,), (0,)),
+        fc_inputs=(0 * 6 + 0 * 2 + 1, 2 * 6 + 0 * 2 + 0, 1 * 6 + 2 * 2 + 1),
+    )  # fmt: skip
+    fc_rows, ranges = _head_ranges(config, kept)
+    assert ranges == ((0, 2), (2, 3))  # head 0: kept channels 0-1; head 2: kept channel 2
+    # Outputs head after head, (node, channel) within: head 0's 3 x 2, then head 2's 3 x 1.
+    assert fc_rows.tolist() == [0 * 2 + 1, 2 * 2 + 0, 6 + 1 * 1 + 0]
+    # Every row of a kept head against its own channels: 3 rows x 3 sources x 3 channels.
+    assert multiply_adds(config, kept)["convolution"] == 3 * 3 * 3
+    torch.manual_seed(0)
+    tensors = {"wq": torch.randn(2, 2, 1), "wk": torch.randn(2, 2, 1),
+               "wv": torch.randn(2, 3), "fc": torch.randn(3, 1)}  # fmt: skip
+    compact = CompactGCN(config, kept, tensors)
+    x = inputs(config, batch=4)
+    with torch.no_grad():
+        attention, values = compact.attention(x), x @ tensors["wv"]
+        features = compact.convolution(attention, compact.values(x))
+    # Input k is ReLU(attention row n of compact head i . kept channel p), by definition.
+    for k, (i, n, p) in enumerate([(0, 0, 1), (0, 2, 0), (1, 1, 2)]):
+        expected = torch.relu((attention[:, i, n, :] * values[:, :, p]).sum(dim=1))
+        assert torch.allclose(features[:, k], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.99])
+@pytest.mark.parametrize("batch", [1, 33, 300])
+def test_per_head_networks_agree_on_every_path(rate: float, batch: int) -> None:
+    # Rate 0: every head keeps all its channels, so at batch 33 and 300 the dense network's
+    # sliced kernel computes; 0.99: heads keep different numbers of channels, computed head
+    # after head, and few dense-layer inputs, gathered at every batch.
+    model = model_with_seed(PER_HEAD_MID, 11)
+    masks = magnitude_masks(model_with_seed(PER_HEAD_MID, 11, unit_scale=True), rate)
+    compact = compact_model(model, masks)
+    if rate == 0.0:
+        assert compact._dense_kernel
+    if rate == 0.99:
+        assert not compact._dense_kernel and not compact.scatters(batch)
+    x = inputs(PER_HEAD_MID, seed=1, batch=batch)
+    with torch.no_grad():
+        assert torch.allclose(compact(x), masked_copy(model, masks)(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [MID, PER_HEAD_MID])
+@pytest.mark.parametrize("batch", [1, 40])
+def test_attention_without_query_key_pairs_is_computed_once(config: GCNConfig, batch: int) -> None:
+    model = model_with_seed(config, 4)
+    masks = magnitude_masks(model_with_seed(config, 4, unit_scale=True), 0.9)
+    masks["wq"][:] = masks["wk"][:] = False  # every score 0: one attention for all sequences
+    compact = compact_model(model, masks)
+    x = inputs(config, seed=2, batch=batch)
+    with torch.no_grad():
+        attention = compact.attention(x)
+        assert compact.constant_attention is not None
+        assert attention.data_ptr() == compact.constant_attention.data_ptr(), "not copied"
+        assert torch.allclose(attention, masked_copy(model, masks).attention(x))
+        assert torch.allclose(compact(x), masked_copy(model, masks)(x), atol=1e-5)
