@@ -28,6 +28,9 @@ from tcmplib.sparse_file import load_sparse  # noqa: E402
 TINY = GCNConfig(nodes=5, d_in=6, heads=3, qk_dim=3, channels=5, classes=4)
 #: The attention neighbourhood needs the hand's 21 joints.
 TINY_HAND = GCNConfig(nodes=21, d_in=6, heads=3, qk_dim=3, channels=5, classes=4, neighbourhood=2)
+TINY_PER_HEAD = GCNConfig(
+    nodes=21, d_in=6, heads=3, qk_dim=3, channels=5, classes=4, neighbourhood=2, values="per-head"
+)
 
 
 def random_compact_network(config: GCNConfig, seed: int, keep: float) -> CompactGCN:
@@ -55,7 +58,9 @@ def assert_onnx_matches(
         assert np.abs(got - expected).max(initial=0.0) <= TOLERANCE, f"batch {batch}"
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_HAND], ids=["all-joints", "neighbourhood-2"])
+@pytest.mark.parametrize(
+    "config", [TINY, TINY_HAND, TINY_PER_HEAD], ids=["all-joints", "neighbourhood-2", "per-head"]
+)
 @pytest.mark.parametrize("keep", [0.2, 0.6])
 def test_tiny_pruned_network_runs_the_same_in_onnxruntime(
     tmp_path: Path, config: GCNConfig, keep: float
