@@ -343,6 +343,21 @@ def selected_recipe_numbers(selected: pd.DataFrame, both: pd.DataFrame) -> Numbe
     }
 
 
+def latest_recipe_numbers(latest: pd.DataFrame, selected: pd.DataFrame, runs: int) -> Numbers:
+    """Chapter 8's section on the grid under way under the fourth round's recipe: how many of
+    its ``runs`` are in, and MP's % A-C at 95% there (with its seeds), under the selected
+    recipe and in the paper; a dash where a table has no such row."""
+    mp95 = (0.95, "mp")
+    seeds = latest.loc[mp95, "seeds"] if mp95 in latest.index else 0
+    return {
+        "latest_runs": runs,
+        "latest_mp95_ac": _cell_text(latest, *mp95, "% A-C"),
+        "latest_mp95_seeds": 0 if pd.isna(seeds) else int(seeds),
+        "sel_mp95_ac": _cell_text(selected, *mp95, "% A-C"),
+        "paper_mp95_ac": f"{paper_table1_right().loc[mp95, '% A-C']:.2f}%",
+    }
+
+
 def pmp_revision(record: RunRecord) -> int:
     """1 for a PMP run whose band stayed at the prior's quantile (its identity predates the
     option ``threshold``, or sets it to "prior"), 2 for one whose band followed the ranks."""

@@ -420,3 +420,19 @@ def test_plot_pmp_projection_one_panel_per_rate(tmp_path: Path) -> None:
     assert [tuple(line.get_ydata()) for line in dots] == [(20.0,)]
     with pytest.raises(ValueError, match="at least one PMP report"):
         plot_pmp_projection({"revision 1": []})
+
+
+def test_latest_recipe_numbers_quote_mp_at_95_or_a_dash(tmp_path: Path) -> None:
+    fpha(tmp_path / "latest", "mp", 0.95, seed=0, percent_ac=38.0)
+    fpha(tmp_path / "latest", "mp", 0.95, seed=1, percent_ac=42.0)
+    fpha(tmp_path / "selected", "baseline")
+    latest = table1_right(load_results(tmp_path / "latest"))
+    selected = table1_right(load_results(tmp_path / "selected"))
+    numbers = cn.latest_recipe_numbers(latest, selected, runs=2)
+    assert numbers == {
+        "latest_runs": 2,
+        "latest_mp95_ac": "40.00%",  # the mean over the two seeds
+        "latest_mp95_seeds": 2,
+        "sel_mp95_ac": "—",  # no MP run at 95% under the selected recipe
+        "paper_mp95_ac": "72.30%",
+    }
