@@ -390,7 +390,9 @@ class CompactGCN(nn.Module):
 
     def convolution(self, attention: Tensor, values: Tensor) -> Tensor:
         """The dense layer's inputs: ``ReLU(A_h[n] . V[:, c])`` for the kept ``(n, h, c)``,
-        computed for the attention rows that some kept input reads (all where it scatters).
+        computed for the attention rows that some kept input reads against every kept
+        channel, or (per-head filters, :meth:`headwise`) for every row of each kept head
+        against its own channels; all computed outputs where it scatters.
 
         The product runs slice by slice on CPU (:data:`CONVOLUTION_SLICE`), each slice's
         outputs gathered while they are in cache.
