@@ -15,7 +15,7 @@ from tcmplib import chapter_numbers as cn
 from tcmplib.compact import STAGES
 from tcmplib.findings import OFF_AC_COLUMNS, training_spikes
 from tcmplib.model import GCNConfig
-from tcmplib.records import read_record
+from tcmplib.records import read_folder, read_record
 from tcmplib.tables import load_results, table1_right
 
 RATES = (0.5, 0.75, 0.95, 0.99)
@@ -425,14 +425,20 @@ def test_plot_pmp_projection_one_panel_per_rate(tmp_path: Path) -> None:
 def test_latest_recipe_numbers_quote_mp_at_95_or_a_dash(tmp_path: Path) -> None:
     fpha(tmp_path / "latest", "mp", 0.95, seed=0, percent_ac=38.0)
     fpha(tmp_path / "latest", "mp", 0.95, seed=1, percent_ac=42.0)
+    history = [{"epoch": 50, "loss": 3.8, "soft_rate": 0.993, "train_accuracy": 0.025}]
+    fpha(tmp_path / "latest", "mp", 0.99, seed=0, class_avg_accuracy=0.0407, history=history)
     fpha(tmp_path / "selected", "baseline")
     latest = table1_right(load_results(tmp_path / "latest"))
     selected = table1_right(load_results(tmp_path / "selected"))
-    numbers = cn.latest_recipe_numbers(latest, selected, runs=2)
+    records = [record for _, record in read_folder(tmp_path / "latest")]
+    numbers = cn.latest_recipe_numbers(latest, selected, records)
     assert numbers == {
-        "latest_runs": 2,
+        "latest_runs": 3,
         "latest_mp95_ac": "40.00%",  # the mean over the two seeds
         "latest_mp95_seeds": 2,
         "sel_mp95_ac": "—",  # no MP run at 95% under the selected recipe
         "paper_mp95_ac": "72.30%",
+        "latest_mp99_sentence": "seed 0 ends at 4.07% (at epoch 50: soft rate 0.993, "
+        "training accuracy 2.5%)",
     }
+    assert cn.latest_recipe_numbers(latest, selected, [])["latest_mp99_sentence"] == "no run yet"
