@@ -423,8 +423,9 @@ def test_plot_pmp_projection_one_panel_per_rate(tmp_path: Path) -> None:
 
 
 def test_latest_recipe_numbers_quote_mp_at_95_or_a_dash(tmp_path: Path) -> None:
-    fpha(tmp_path / "latest", "mp", 0.95, seed=0, percent_ac=38.0)
-    fpha(tmp_path / "latest", "mp", 0.95, seed=1, percent_ac=42.0)
+    soft = [{"epoch": 2700, "loss": 1.0, "soft_rate": 0.9976}]
+    fpha(tmp_path / "latest", "mp", 0.95, seed=0, percent_ac=38.0, history=soft)
+    fpha(tmp_path / "latest", "mp", 0.95, seed=1, percent_ac=42.0, history=soft)
     history = [{"epoch": 50, "loss": 3.8, "soft_rate": 0.993, "train_accuracy": 0.025}]
     fpha(tmp_path / "latest", "mp", 0.99, seed=0, class_avg_accuracy=0.0407, history=history)
     fpha(tmp_path / "selected", "baseline")
@@ -440,5 +441,6 @@ def test_latest_recipe_numbers_quote_mp_at_95_or_a_dash(tmp_path: Path) -> None:
         "paper_mp95_ac": "72.30%",
         "latest_mp99_sentence": "seed 0 ends at 4.07% (at epoch 50: soft rate 0.993, "
         "training accuracy 2.5%)",
+        "latest_mp95_soft": "0.998 (seed 0), 0.998 (seed 1)",
     }
     assert cn.latest_recipe_numbers(latest, selected, [])["latest_mp99_sentence"] == "no run yet"
