@@ -88,18 +88,24 @@ STARTED_FILE = "started.json"
 _SHORT_FIELDS = ("dataset", "method", "rate", "seed", "profile", "recipe")
 
 
-def identity_options(options: Any) -> dict[str, Any]:
+def identity_options(options: Any, recipe: Any = None) -> dict[str, Any]:
     """A method's options as its run identity holds them: every field, except one added after
     records existed, at the value those records ran with, so that their names stay valid:
     ``metadata={"identity": "unless-default"}`` leaves the field out at its default,
     ``metadata={"identity": "unless", "unless": value}`` at ``value`` (a new default that
-    changed the method: the old records keep their names and stay one setting away)."""
+    changed the method: the old records keep their names and stay one setting away).
+    ``metadata={"inert_without": name}`` also leaves the field out when the ``recipe``'s
+    option ``name`` is zero: it cannot change a number then (e.g. what weight decay acts on,
+    under a recipe without weight decay), so the records run without it keep their names."""
     values = asdict(options)
     for item in fields(options):
         kind = item.metadata.get("identity")
+        inert_without = item.metadata.get("inert_without")
         if kind == "unless-default" and values[item.name] == item.default:
             del values[item.name]
         elif kind == "unless" and values[item.name] == item.metadata["unless"]:
+            del values[item.name]
+        elif inert_without and recipe is not None and not getattr(recipe, inert_without):
             del values[item.name]
     return values
 
@@ -187,7 +193,7 @@ class RunConfig:
             "rate": self.rate,
             "seed": self.seed,
             "profile": self.profile,
-            "options": identity_options(self.method_options()),
+            "options": identity_options(self.method_options(), self.recipe_options()),
             "recipe": identity_options(self.recipe_options()),
             "model": self.model_config(),
             "train": self.train_schedule(),

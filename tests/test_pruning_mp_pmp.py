@@ -256,6 +256,50 @@ def test_pmp_latent_weights_are_exempt_from_weight_decay_unless_asked() -> None:
         METHODS["pmp"].options_class(latent_decay=1)
 
 
+def test_relaxed_mp_masked_weights_are_exempt_from_weight_decay_unless_asked() -> None:
+    # Every parameter of the tiny network is masked, so with the exemption a decay of any
+    # strength changes nothing: the run is the run without decay, bit for bit. With the
+    # decay on them (revision 2) it pulls the soft rate above the exempt run's, epoch by epoch.
+    def soft_rates(weight_decay: float, masked_decay: bool) -> list[float]:
+        report = prune(
+            "mp",
+            build_model(TINY),
+            TINY_DATA,
+            0.5,
+            profile="smoke",
+            progress=False,
+            train_overrides={"weight_decay": weight_decay, "epochs": 20},
+            masked_decay=masked_decay,
+        ).report
+        return [row["soft_rate"] for row in report.history]
+
+    undecayed = soft_rates(0.0, masked_decay=False)
+    assert soft_rates(10.0, masked_decay=False) == undecayed
+    decayed = soft_rates(10.0, masked_decay=True)
+    assert all(d > u for d, u in zip(decayed[1:], undecayed[1:], strict=True))
+    with pytest.raises(ValueError, match="MPOptions.masked_decay"):
+        METHODS["mp"].options_class(masked_decay="no")
+
+
+def test_mp_decay_option_is_in_the_identity_only_where_it_can_change_a_number() -> None:
+    from tcmplib.run import RunConfig
+
+    def config(recipe: str, **options: bool) -> RunConfig:
+        return RunConfig(
+            dataset="synthetic", method="mp", rate=0.99, seed=0, profile="smoke",
+            recipe=recipe, options=options,
+        )  # fmt: skip
+
+    # No weight decay in the recipe: both revisions are one computation, under one name.
+    assert config("as-written").hash == config("as-written", masked_decay=True).hash
+    assert "masked_decay" not in config("as-written").identity()["options"]
+    # With weight decay: revision 3 is named anew, revision 2 keeps its records' names.
+    revision_3, revision_2 = config("selected"), config("selected", masked_decay=True)
+    assert revision_3.identity()["options"]["masked_decay"] is False
+    assert "masked_decay" not in revision_2.identity()["options"]
+    assert revision_3.hash != revision_2.hash
+
+
 def prune_per_tensor(method: str) -> PruneResult:
     """``method`` at 75% per tensor on the tiny network; every tensor within its budget."""
     from tcmplib.pruning.masks import keep_count
