@@ -306,12 +306,15 @@ def _holding(verdicts: pd.Series) -> str:
 
 
 def _cell_text(table: pd.DataFrame, rate: float, method: str, column: str) -> str:
-    """One cell of a Table 1-right as text: accuracy with its std, or % A-C; a dash if absent."""
+    """One cell of a Table 1-right as text: accuracy with its std (none for one seed), or
+    % A-C; a dash if absent."""
     if (rate, method) not in table.index:
         return "—"
     row = table.loc[(rate, method)]
     if column == "% A-C":
         return f"{row['% A-C']:.2f}%"
+    if pd.isna(row["± std"]):
+        return f"{row['accuracy (%)']:.2f}% (one seed)"
     return f"{row['accuracy (%)']:.2f} ± {row['± std']:.2f}%"
 
 
@@ -343,42 +346,93 @@ def selected_recipe_numbers(selected: pd.DataFrame, both: pd.DataFrame) -> Numbe
     }
 
 
+def mp_revision(record: RunRecord) -> int:
+    """3 for a relaxed MP run whose masked weights were exempt from the recipe's weight decay
+    (or whose recipe had none: there the two revisions are one computation), 2 for one whose
+    recipe's decay acted on them (its identity predates ``masked_decay`` or sets it True)."""
+    if not record.identity["recipe"].get("weight_decay", 0.0):
+        return 3
+    return 3 if record.identity["options"].get("masked_decay", True) is False else 2
+
+
+def _mp_runs(records: Iterable[RunRecord], rate: float, revision: int) -> list[RunRecord]:
+    found = (
+        record
+        for record in records
+        if record.config.method == "mp"
+        and record.config.rate == rate
+        and mp_revision(record) == revision
+    )
+    return sorted(found, key=lambda record: record.config.seed)
+
+
+def _soft_rates(runs: Sequence[RunRecord]) -> str:
+    """The soft rate at the last evaluation, run by run, or "no run yet"."""
+    if not runs:
+        return "no run yet"
+    return ", ".join(f"{r.history[-1]['soft_rate']:.3f} (seed {r.config.seed})" for r in runs)
+
+
+def mp_soft_rate_numbers(records: Iterable[RunRecord], prefix: str) -> Numbers:
+    """``<prefix>mp_soft``: relaxed MP's soft rate at the last evaluation (lowest-highest over
+    the seeds) at each rate with a run, against its budget, for the runs of revision 2
+    (:func:`mp_revision`) among ``records``; "no run of revision 2" if there is none."""
+    found = list(records)
+    parts = []
+    for rate in sorted({r.config.rate for r in found if r.config.method == "mp"}):
+        runs = _mp_runs(found, rate, revision=2)
+        if runs:
+            soft = [r.history[-1]["soft_rate"] for r in runs]
+            parts.append(f"{_span(soft, 3)} against {rate:.2f}")
+    return {f"{prefix}mp_soft": "; ".join(parts) if parts else "no run of revision 2"}
+
+
 def latest_recipe_numbers(
-    latest: pd.DataFrame, selected: pd.DataFrame, records: Sequence[RunRecord]
+    latest: pd.DataFrame,
+    selected: pd.DataFrame,
+    records: Sequence[RunRecord],
+    superseded: Sequence[RunRecord] = (),
 ) -> Numbers:
     """Chapter 8's section on the grid under way under the fourth round's recipe: how many of
-    its runs (``records``) are in; MP's % A-C at 95% there (with its seeds), under the
-    selected recipe and in the paper, a dash where a table has no such row; run by run, MP
-    at 95%: its soft rate at the last evaluation (``latest_mp95_soft``); and MP at 99%: its
-    accuracy, and its soft rate and training accuracy at the first evaluation
-    (``latest_mp99_sentence``)."""
-    mp95 = (0.95, "mp")
-    seeds = latest.loc[mp95, "seeds"] if mp95 in latest.index else 0
-    def mp_runs(rate: float) -> list[RunRecord]:
-        found = (r for r in records if r.config.method == "mp" and r.config.rate == rate)
-        return sorted(found, key=lambda r: r.config.seed)
-
-    mp95_soft = [
-        f"{r.report.history[-1]['soft_rate']:.3f} (seed {r.config.seed})" for r in mp_runs(0.95)
-    ]
-    mp99 = mp_runs(0.99)
+    its runs (``records``) are in; MP's % A-C and accuracy at 95 and 99% there (with their
+    seeds), under the selected recipe and in the paper, a dash where a table has no such row;
+    the soft rate at the last evaluation of MP's runs of revision 3 (``latest_mp_soft``);
+    and, from the ``superseded`` runs of revision 2 (:func:`mp_revision`), the same soft
+    rates at 95% (``rev2_mp95_soft``) and, at 99%, each run's accuracy with its soft rate and
+    training accuracy at the first evaluation (``rev2_mp99_sentence``)."""
+    numbers: Numbers = {"latest_runs": len(records)}
+    paper = paper_table1_right()
+    for rate in (0.95, 0.99):
+        key = f"{round(100 * rate)}"
+        seeds = latest.loc[(rate, "mp"), "seeds"] if (rate, "mp") in latest.index else 0
+        numbers |= {
+            f"latest_mp{key}_ac": _cell_text(latest, rate, "mp", "% A-C"),
+            f"latest_mp{key}_acc": _cell_text(latest, rate, "mp", "accuracy"),
+            f"latest_tcmp{key}_acc": _cell_text(latest, rate, "tcmp", "accuracy"),
+            f"latest_mp{key}_seeds": 0 if pd.isna(seeds) else int(seeds),
+            f"sel_mp{key}_ac": _cell_text(selected, rate, "mp", "% A-C"),
+            f"paper_mp{key}_ac": f"{paper.loc[(rate, 'mp'), '% A-C']:.2f}%",
+        }
+    current = [run for rate in (0.95, 0.99) for run in _mp_runs(records, rate, revision=3)]
+    numbers["latest_mp_soft"] = (
+        ", ".join(
+            f"{r.history[-1]['soft_rate']:.3f} ({100 * r.config.rate:.0f}%, seed {r.config.seed})"
+            for r in current
+        )
+        if current
+        else "no run yet"
+    )
+    numbers["rev2_mp95_soft"] = _soft_rates(_mp_runs(superseded, 0.95, revision=2))
     described = []
-    for record in mp99:
-        first = record.report.history[0]
+    for record in _mp_runs(superseded, 0.99, revision=2):
+        first = record.history[0]
         described.append(
             f"seed {record.config.seed} ends at {100 * record.report.class_avg_accuracy:.2f}% "
             f"(at epoch {first['epoch']}: soft rate {first['soft_rate']:.3f}, training "
             f"accuracy {100 * first['train_accuracy']:.1f}%)"
         )
-    return {
-        "latest_runs": len(records),
-        "latest_mp95_ac": _cell_text(latest, *mp95, "% A-C"),
-        "latest_mp95_seeds": 0 if pd.isna(seeds) else int(seeds),
-        "sel_mp95_ac": _cell_text(selected, *mp95, "% A-C"),
-        "paper_mp95_ac": f"{paper_table1_right().loc[mp95, '% A-C']:.2f}%",
-        "latest_mp99_sentence": "; ".join(described) if described else "no run yet",
-        "latest_mp95_soft": ", ".join(mp95_soft) if mp95_soft else "no run yet",
-    }
+    numbers["rev2_mp99_sentence"] = "; ".join(described) if described else "no run"
+    return numbers
 
 
 def pmp_revision(record: RunRecord) -> int:

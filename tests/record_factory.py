@@ -17,6 +17,7 @@ def make_record(
     *,
     dataset: str = "synthetic",
     profile: str = "book",
+    recipe: str = "as-written",
     history: list[dict[str, float]] | None = None,
     tensors: list[dict[str, Any]] | None = None,
     provenance: dict[str, Any] | None = None,
@@ -28,7 +29,7 @@ def make_record(
     from their defaults; ``report`` overrides report fields."""
     config = RunConfig(
         dataset=dataset, method=method, rate=rate, seed=seed, profile=profile,
-        options=options or {},
+        recipe=recipe, options=options or {},
     )  # fmt: skip
     identity = config.identity()
     fields: dict[str, Any] = {

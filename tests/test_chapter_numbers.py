@@ -422,25 +422,59 @@ def test_plot_pmp_projection_one_panel_per_rate(tmp_path: Path) -> None:
         plot_pmp_projection({"revision 1": []})
 
 
-def test_latest_recipe_numbers_quote_mp_at_95_or_a_dash(tmp_path: Path) -> None:
+def test_mp_revision_reads_the_decay_option_and_the_recipe(tmp_path: Path) -> None:
+    def revision(recipe: str, **options: bool) -> int:
+        path = fpha(tmp_path / recipe, "mp", 0.95, recipe=recipe, options=options)
+        return cn.mp_revision(read_record(path))
+
+    assert revision("selected") == 3
+    assert revision("selected", masked_decay=True) == 2
+    assert revision("as-written") == 3, "without decay the two revisions are one computation"
+
+
+def test_latest_recipe_numbers_quote_mp_at_95_and_99_by_revision(tmp_path: Path) -> None:
+    latest, superseded = tmp_path / "latest", tmp_path / "latest-superseded"
+    rev3: dict[str, Any] = {"recipe": "selected"}
+    rev2: dict[str, Any] = {"recipe": "selected", "options": {"masked_decay": True}}
+    for seed, ac, soft in ((0, 60.0, 0.9504), (1, 70.0, 0.9511)):
+        last = [{"epoch": 2700, "loss": 1.0, "soft_rate": soft}]
+        fpha(latest, "mp", 0.95, seed=seed, percent_ac=ac, history=last, **rev3)
+    fpha(latest, "tcmp", 0.99, class_avg_accuracy=0.80, **rev3)
     soft = [{"epoch": 2700, "loss": 1.0, "soft_rate": 0.9976}]
-    fpha(tmp_path / "latest", "mp", 0.95, seed=0, percent_ac=38.0, history=soft)
-    fpha(tmp_path / "latest", "mp", 0.95, seed=1, percent_ac=42.0, history=soft)
+    fpha(superseded, "mp", 0.95, seed=0, history=soft, **rev2)
     history = [{"epoch": 50, "loss": 3.8, "soft_rate": 0.993, "train_accuracy": 0.025}]
-    fpha(tmp_path / "latest", "mp", 0.99, seed=0, class_avg_accuracy=0.0407, history=history)
+    fpha(superseded, "mp", 0.99, seed=0, class_avg_accuracy=0.0407, history=history, **rev2)
     fpha(tmp_path / "selected", "baseline")
-    latest = table1_right(load_results(tmp_path / "latest"))
+    latest_table = table1_right(load_results(latest))
     selected = table1_right(load_results(tmp_path / "selected"))
-    records = [record for _, record in read_folder(tmp_path / "latest")]
-    numbers = cn.latest_recipe_numbers(latest, selected, records)
+    records = [record for _, record in read_folder(latest)]
+    old = [record for _, record in read_folder(superseded)]
+    numbers = cn.latest_recipe_numbers(latest_table, selected, records, old)
     assert numbers == {
         "latest_runs": 3,
-        "latest_mp95_ac": "40.00%",  # the mean over the two seeds
+        "latest_mp95_ac": "65.00%",  # the mean over the two seeds
+        "latest_mp95_acc": "50.00 ± 0.00%",
+        "latest_tcmp95_acc": "—",
         "latest_mp95_seeds": 2,
         "sel_mp95_ac": "—",  # no MP run at 95% under the selected recipe
         "paper_mp95_ac": "72.30%",
-        "latest_mp99_sentence": "seed 0 ends at 4.07% (at epoch 50: soft rate 0.993, "
+        "latest_mp99_ac": "—",
+        "latest_mp99_acc": "—",
+        "latest_tcmp99_acc": "80.00% (one seed)",
+        "latest_mp99_seeds": 0,
+        "sel_mp99_ac": "—",
+        "paper_mp99_ac": "21.20%",
+        "latest_mp_soft": "0.950 (95%, seed 0), 0.951 (95%, seed 1)",
+        "rev2_mp95_soft": "0.998 (seed 0)",
+        "rev2_mp99_sentence": "seed 0 ends at 4.07% (at epoch 50: soft rate 0.993, "
         "training accuracy 2.5%)",
-        "latest_mp95_soft": "0.998 (seed 0), 0.998 (seed 1)",
     }
-    assert cn.latest_recipe_numbers(latest, selected, [])["latest_mp99_sentence"] == "no run yet"
+    numbers = cn.latest_recipe_numbers(latest_table, selected, [])
+    assert numbers["latest_mp_soft"] == "no run yet"
+    assert numbers["rev2_mp99_sentence"] == "no run"
+    # Revision-2 runs left in the folder are not quoted as revision 3.
+    assert cn.latest_recipe_numbers(latest_table, selected, old)["latest_mp_soft"] == "no run yet"
+    assert cn.mp_soft_rate_numbers(old, "x_") == {
+        "x_mp_soft": "0.998 against 0.95; 0.993 against 0.99"
+    }
+    assert cn.mp_soft_rate_numbers(records, "x_") == {"x_mp_soft": "no run of revision 2"}
