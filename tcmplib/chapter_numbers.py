@@ -373,18 +373,20 @@ def _soft_rates(runs: Sequence[RunRecord]) -> str:
     return ", ".join(f"{r.history[-1]['soft_rate']:.3f} (seed {r.config.seed})" for r in runs)
 
 
-def mp_soft_rate_numbers(records: Iterable[RunRecord], prefix: str) -> Numbers:
+def mp_soft_rate_numbers(
+    records: Iterable[RunRecord], prefix: str, revision: int = 2
+) -> Numbers:
     """``<prefix>mp_soft``: relaxed MP's soft rate at the last evaluation (lowest-highest over
-    the seeds) at each rate with a run, against its budget, for the runs of revision 2
-    (:func:`mp_revision`) among ``records``; "no run of revision 2" if there is none."""
+    the seeds) at each rate with a run, against its budget, for the runs of ``revision``
+    (:func:`mp_revision`) among ``records``; "no run of revision N" if there is none."""
     found = list(records)
     parts = []
     for rate in sorted({r.config.rate for r in found if r.config.method == "mp"}):
-        runs = _mp_runs(found, rate, revision=2)
+        runs = _mp_runs(found, rate, revision=revision)
         if runs:
             soft = [r.history[-1]["soft_rate"] for r in runs]
             parts.append(f"{_span(soft, 3)} against {rate:.2f}")
-    return {f"{prefix}mp_soft": "; ".join(parts) if parts else "no run of revision 2"}
+    return {f"{prefix}mp_soft": "; ".join(parts) if parts else f"no run of revision {revision}"}
 
 
 def latest_recipe_numbers(

@@ -478,3 +478,6 @@ def test_latest_recipe_numbers_quote_mp_at_95_and_99_by_revision(tmp_path: Path)
         "x_mp_soft": "0.998 against 0.95; 0.993 against 0.99"
     }
     assert cn.mp_soft_rate_numbers(records, "x_") == {"x_mp_soft": "no run of revision 2"}
+    assert cn.mp_soft_rate_numbers(records, "x_", revision=3) == {
+        "x_mp_soft": "0.950-0.951 against 0.95"
+    }
