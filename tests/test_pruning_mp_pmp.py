@@ -59,15 +59,53 @@ def test_every_method_reaches_the_target_rate(method: str, rate: float) -> None:
     assert report.method == method and report.options
 
 
-def test_relaxed_mp_logs_its_schedule_and_budget() -> None:
-    report = prune("mp", build_model(TINY), TINY_DATA, 0.9, profile="smoke", progress=False).report
+@pytest.mark.parametrize("budget", ["kept", "soft"])
+def test_relaxed_mp_logs_its_schedule_and_budget(budget: str) -> None:
+    report = prune(
+        "mp", build_model(TINY), TINY_DATA, 0.9, profile="smoke", progress=False, budget=budget
+    ).report
     temperatures = [row["temperature"] for row in report.history]
     assert temperatures == sorted(temperatures, reverse=True)
     assert temperatures[-1] == pytest.approx(report.details["t0"] * report.options["t_end_ratio"])
+    n, c = TINY.num_weights(), round(0.1 * TINY.num_weights())
     for row in report.history:
         assert {"soft_kept", "soft_rate", "hard_rate", "budget"} <= set(row)
-        gap = (row["soft_kept"] - round(0.1 * TINY.num_weights())) / TINY.num_weights()
+        if budget == "soft":  # revisions 1-3: the soft rate's gap, over all weights
+            gap = (row["soft_kept"] - c) / n
+        else:  # revision 4: the crisp count's gap, relative to the budget
+            gap = ((1.0 - row["hard_rate"]) * n - c) / c
         assert row["budget"] == pytest.approx(10.0 * gap**2, rel=1e-4)
+    with pytest.raises(ValueError, match="MPOptions.budget"):
+        METHODS["mp"].options_class(budget="hard")
+
+
+def test_relaxed_mp_kept_budget_pulls_only_weights_near_the_threshold() -> None:
+    # The crisp count's gradient is the STE's: largest for psi near 1/2, vanishing far from
+    # it, and pushing down (more pruning) when more than c weights are kept.
+    from tcmplib.pruning.masks import RelaxedMagnitudeMask
+    from tcmplib.pruning.mp import _Budget, _RelaxedMPHook
+
+    model = build_model(TINY)
+    weights = model.prunable()
+    temperature = 0.01  # psi(w) = 1/2 at |w| = sqrt(T ln 3) = 0.105
+    masks = {name: RelaxedMagnitudeMask(temperature) for name in PRUNABLE}
+    with torch.no_grad():
+        weights["fc"].fill_(1.0)  # far above the threshold: every weight kept
+        weights["fc"][0, 0] = 0.105  # one weight at the threshold
+        weights["fc"][0, 1] = 1e-4  # one far below it
+    from tcmplib.pruning.masks import attach
+
+    attach(model, masks)
+    size = sum(w.numel() for w in weights.values())
+    hook = _RelaxedMPHook(
+        masks, [_Budget(PRUNABLE, 10, size, temperature, temperature)], size, 10.0, 2.0, False
+    )
+    loss, _ = hook.extra_loss(model)
+    loss.backward()
+    grad = model.parametrizations.fc.original.grad
+    assert grad[0, 0] > 0, "too many kept: the weight at the threshold is pushed down"
+    assert abs(float(grad[0, 0])) > 100 * abs(float(grad[0, 1]))
+    assert abs(float(grad[0, 0])) > 100 * abs(float(grad[1, 0]))
 
 
 @pytest.mark.parametrize("method", ["mp", "tcmp"])
@@ -290,14 +328,30 @@ def test_mp_decay_option_is_in_the_identity_only_where_it_can_change_a_number() 
             recipe=recipe, options=options,
         )  # fmt: skip
 
-    # No weight decay in the recipe: both revisions are one computation, under one name.
-    assert config("as-written").hash == config("as-written", masked_decay=True).hash
+    # No weight decay in the recipe: both settings are one computation, under one name.
+    assert config("as-written").hash == config("as-written", masked_decay=False).hash
     assert "masked_decay" not in config("as-written").identity()["options"]
-    # With weight decay: revision 3 is named anew, revision 2 keeps its records' names.
-    revision_3, revision_2 = config("selected"), config("selected", masked_decay=True)
-    assert revision_3.identity()["options"]["masked_decay"] is False
-    assert "masked_decay" not in revision_2.identity()["options"]
-    assert revision_3.hash != revision_2.hash
+    # With weight decay: the exemption (revision 3's) is named; the default, as the records
+    # before the option ran, is left out.
+    exempt, decayed = config("selected", masked_decay=False), config("selected")
+    assert exempt.identity()["options"]["masked_decay"] is False
+    assert "masked_decay" not in decayed.identity()["options"]
+    assert exempt.hash != decayed.hash
+
+
+def test_mp_budget_option_keeps_the_soft_budget_records_names() -> None:
+    from tcmplib.run import RunConfig
+
+    def config(**options: str) -> RunConfig:
+        return RunConfig(
+            dataset="synthetic", method="mp", rate=0.99, seed=0, profile="smoke",
+            options=options,
+        )  # fmt: skip
+
+    soft, kept = config(budget="soft"), config()
+    assert "budget" not in soft.identity()["options"]  # as revisions 1-3 were named
+    assert kept.identity()["options"]["budget"] == "kept"
+    assert kept.hash != soft.hash
 
 
 def prune_per_tensor(method: str) -> PruneResult:
