@@ -219,26 +219,48 @@ def coverage_numbers(
     results_dir: str | os.PathLike[str], seeds: int, *, grid: str = "table1"
 ) -> Numbers:
     """How much of the FPHA paper-scale grid has a record (a dry run of the sweep: nothing
-    is trained): ``done`` and ``total`` runs, the ``hours`` of training they took, and a
-    ``coverage_sentence`` on what our rows average."""
+    is trained): ``done`` and ``total`` runs under the current code, the ``hours`` of
+    training the folder's records took, and a ``coverage_sentence`` on what our rows
+    average. A run the sweep would make again although the folder holds a record of the same
+    method, rate and seed was computed by an older revision of its method (its identity
+    differs from the current one): the sentence counts those, by method."""
     from tcmplib.sweep import sweep
     from tcmplib.tables import load_results
 
     status = sweep(grid, profile="paper", dataset="fpha", seeds=seeds, results_dir=results_dir,
                    dry_run=True)  # fmt: skip
     results = load_results(results_dir)
+    present = set(zip(results["method"], results["target_rate"], results["seed"], strict=True))
+    older: dict[str, int] = {}
+    for config in status.pending:
+        if (config.method, config.rate, config.seed) in present:
+            older[config.method] = older.get(config.method, 0) + 1
     done = len(status.reused)
+    missing = len(status.pending) - sum(older.values())
+    if not status.pending:
+        sentence = (
+            f"every configuration has its {seeds} seeds, so each of our rows is a mean over "
+            f"{seeds} runs, with their sample standard deviation"
+        )
+    elif missing:
+        sentence = (
+            "where a configuration has fewer seeds, our rows average fewer runs (the "
+            "`seeds` column says how many), and the spread stays empty where only one run exists"
+        )
+    else:
+        sentence = f"every configuration has its {seeds} seeds in the folder"
+    if older:
+        counts = ", ".join(f"{n} of {method_label(m)}" for m, n in older.items())
+        sentence += (
+            f"; {sum(older.values())} of the records ({counts}) were computed by an earlier "
+            "revision of their method, which the rows show as they are and which the sweep "
+            "would run again under the current one"
+        )
     return {
         "done": done,
         "total": done + len(status.pending),
         "hours": float(results["wall_time_s"].sum() / 3600),
-        "coverage_sentence": (
-            f"every configuration has its {seeds} seeds, so each of our rows is a mean over "
-            f"{seeds} runs, with their sample standard deviation"
-            if not status.pending
-            else "where a configuration has fewer seeds, our rows average fewer runs (the "
-            "`seeds` column says how many), and the spread stays empty where only one run exists"
-        ),
+        "coverage_sentence": sentence,
     }
 
 
@@ -347,12 +369,13 @@ def selected_recipe_numbers(selected: pd.DataFrame, both: pd.DataFrame) -> Numbe
 
 
 def mp_revision(record: RunRecord) -> int:
-    """3 for a relaxed MP run whose masked weights were exempt from the recipe's weight decay
-    (or whose recipe had none: there the two revisions are one computation), 2 for one whose
-    recipe's decay acted on them (its identity predates ``masked_decay`` or sets it True)."""
-    if not record.identity["recipe"].get("weight_decay", 0.0):
-        return 3
-    return 3 if record.identity["options"].get("masked_decay", True) is False else 2
+    """4 for a relaxed MP run whose budget term counts the kept weights (``budget="kept"``);
+    of the soft budget's runs (their identities predate the option), 3 for one whose masked
+    weights were exempt from the recipe's weight decay, 2 for any other."""
+    options = record.identity["options"]
+    if options.get("budget", "soft") == "kept":
+        return 4
+    return 3 if options.get("masked_decay", True) is False else 2
 
 
 def _mp_runs(records: Iterable[RunRecord], rate: float, revision: int) -> list[RunRecord]:
@@ -373,9 +396,7 @@ def _soft_rates(runs: Sequence[RunRecord]) -> str:
     return ", ".join(f"{r.history[-1]['soft_rate']:.3f} (seed {r.config.seed})" for r in runs)
 
 
-def mp_soft_rate_numbers(
-    records: Iterable[RunRecord], prefix: str, revision: int = 2
-) -> Numbers:
+def mp_soft_rate_numbers(records: Iterable[RunRecord], prefix: str, revision: int = 2) -> Numbers:
     """``<prefix>mp_soft``: relaxed MP's soft rate at the last evaluation (lowest-highest over
     the seeds) at each rate with a run, against its budget, for the runs of ``revision``
     (:func:`mp_revision`) among ``records``; "no run of revision N" if there is none."""
@@ -398,10 +419,11 @@ def latest_recipe_numbers(
     """Chapter 8's section on the grid under way under the fourth round's recipe: how many of
     its runs (``records``) are in; MP's % A-C and accuracy at 95 and 99% there (with their
     seeds), under the selected recipe and in the paper, a dash where a table has no such row;
-    the soft rate at the last evaluation of MP's runs of revision 3 (``latest_mp_soft``);
-    and, from the ``superseded`` runs of revision 2 (:func:`mp_revision`), the same soft
-    rates at 95% (``rev2_mp95_soft``) and, at 99%, each run's accuracy with its soft rate and
-    training accuracy at the first evaluation (``rev2_mp99_sentence``)."""
+    the rate its crisp mask (psi < 1/2) prunes at the last evaluation, run by run, for MP of
+    revision 4 (``latest_mp_hard``); and, from the ``superseded`` runs of revision 2
+    (:func:`mp_revision`), the soft rate at the last evaluation at 95% (``rev2_mp95_soft``)
+    and, at 99%, each run's accuracy with its soft rate and training accuracy at the first
+    evaluation (``rev2_mp99_sentence``)."""
     numbers: Numbers = {"latest_runs": len(records)}
     paper = paper_table1_right()
     for rate in (0.95, 0.99):
@@ -415,10 +437,10 @@ def latest_recipe_numbers(
             f"sel_mp{key}_ac": _cell_text(selected, rate, "mp", "% A-C"),
             f"paper_mp{key}_ac": f"{paper.loc[(rate, 'mp'), '% A-C']:.2f}%",
         }
-    current = [run for rate in (0.95, 0.99) for run in _mp_runs(records, rate, revision=3)]
-    numbers["latest_mp_soft"] = (
+    current = [run for rate in (0.95, 0.99) for run in _mp_runs(records, rate, revision=4)]
+    numbers["latest_mp_hard"] = (
         ", ".join(
-            f"{r.history[-1]['soft_rate']:.3f} ({100 * r.config.rate:.0f}%, seed {r.config.seed})"
+            f"{r.history[-1]['hard_rate']:.4f} ({100 * r.config.rate:.0f}%, seed {r.config.seed})"
             for r in current
         )
         if current

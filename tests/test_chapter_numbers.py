@@ -94,7 +94,17 @@ def test_coverage_counts_the_grid_and_says_what_rows_average(tmp_path: Path) -> 
     assert (numbers["done"], numbers["total"]) == (2, 34)
     assert numbers["hours"] == pytest.approx(1.5)
     assert numbers["coverage_sentence"].startswith("where a configuration has fewer seeds")
-    results = load_results(tmp_path)
+    assert "earlier revision" not in numbers["coverage_sentence"]
+    # A record of an older revision of its method (here MP's soft budget) counts as such.
+    fpha(tmp_path, "mp", 0.75, options={"budget": "soft"})
+    numbers = cn.coverage_numbers(tmp_path, seeds=2)
+    assert (numbers["done"], numbers["total"]) == (2, 34)
+    assert numbers["coverage_sentence"].endswith(
+        "; 1 of the records (1 of MP) were computed by an earlier revision of their method, "
+        "which the rows show as they are and which the sweep would run again under the "
+        "current one"
+    )
+    results = load_results(tmp_path).query("target_rate != 0.75")
     assert cn.seed_coverage(results).to_dict() == {"0%": {"Baseline GCN": 1, "MP": 0},
                                                    "50%": {"Baseline GCN": 0, "MP": 1}}  # fmt: skip
 
@@ -422,24 +432,25 @@ def test_plot_pmp_projection_one_panel_per_rate(tmp_path: Path) -> None:
         plot_pmp_projection({"revision 1": []})
 
 
-def test_mp_revision_reads_the_decay_option_and_the_recipe(tmp_path: Path) -> None:
-    def revision(recipe: str, **options: bool) -> int:
-        path = fpha(tmp_path / recipe, "mp", 0.95, recipe=recipe, options=options)
-        return cn.mp_revision(read_record(path))
+def test_mp_revision_reads_the_budget_and_decay_options(tmp_path: Path) -> None:
+    def revision(recipe: str, **options: Any) -> int:
+        folder = tmp_path / f"{recipe}-{len(list(tmp_path.glob('*')))}"
+        return cn.mp_revision(read_record(fpha(folder, "mp", 0.95, recipe=recipe, options=options)))
 
-    assert revision("selected") == 3
-    assert revision("selected", masked_decay=True) == 2
-    assert revision("as-written") == 3, "without decay the two revisions are one computation"
+    assert revision("selected") == 4
+    assert revision("selected", budget="soft") == 2
+    assert revision("selected", budget="soft", masked_decay=False) == 3
+    assert revision("as-written", budget="soft") == 2
 
 
 def test_latest_recipe_numbers_quote_mp_at_95_and_99_by_revision(tmp_path: Path) -> None:
     latest, superseded = tmp_path / "latest", tmp_path / "latest-superseded"
-    rev3: dict[str, Any] = {"recipe": "selected"}
-    rev2: dict[str, Any] = {"recipe": "selected", "options": {"masked_decay": True}}
-    for seed, ac, soft in ((0, 60.0, 0.9504), (1, 70.0, 0.9511)):
-        last = [{"epoch": 2700, "loss": 1.0, "soft_rate": soft}]
-        fpha(latest, "mp", 0.95, seed=seed, percent_ac=ac, history=last, **rev3)
-    fpha(latest, "tcmp", 0.99, class_avg_accuracy=0.80, **rev3)
+    rev4: dict[str, Any] = {"recipe": "selected"}
+    rev2: dict[str, Any] = {"recipe": "selected", "options": {"budget": "soft"}}
+    for seed, ac, hard in ((0, 60.0, 0.9504), (1, 70.0, 0.9511)):
+        last = [{"epoch": 2700, "loss": 1.0, "soft_rate": 0.93, "hard_rate": hard}]
+        fpha(latest, "mp", 0.95, seed=seed, percent_ac=ac, history=last, **rev4)
+    fpha(latest, "tcmp", 0.99, class_avg_accuracy=0.80, **rev4)
     soft = [{"epoch": 2700, "loss": 1.0, "soft_rate": 0.9976}]
     fpha(superseded, "mp", 0.95, seed=0, history=soft, **rev2)
     history = [{"epoch": 50, "loss": 3.8, "soft_rate": 0.993, "train_accuracy": 0.025}]
@@ -464,20 +475,20 @@ def test_latest_recipe_numbers_quote_mp_at_95_and_99_by_revision(tmp_path: Path)
         "latest_mp99_seeds": 0,
         "sel_mp99_ac": "—",
         "paper_mp99_ac": "21.20%",
-        "latest_mp_soft": "0.950 (95%, seed 0), 0.951 (95%, seed 1)",
+        "latest_mp_hard": "0.9504 (95%, seed 0), 0.9511 (95%, seed 1)",
         "rev2_mp95_soft": "0.998 (seed 0)",
         "rev2_mp99_sentence": "seed 0 ends at 4.07% (at epoch 50: soft rate 0.993, "
         "training accuracy 2.5%)",
     }
     numbers = cn.latest_recipe_numbers(latest_table, selected, [])
-    assert numbers["latest_mp_soft"] == "no run yet"
+    assert numbers["latest_mp_hard"] == "no run yet"
     assert numbers["rev2_mp99_sentence"] == "no run"
-    # Revision-2 runs left in the folder are not quoted as revision 3.
-    assert cn.latest_recipe_numbers(latest_table, selected, old)["latest_mp_soft"] == "no run yet"
+    # Runs of an older revision left in the folder are not quoted as revision 4.
+    assert cn.latest_recipe_numbers(latest_table, selected, old)["latest_mp_hard"] == "no run yet"
     assert cn.mp_soft_rate_numbers(old, "x_") == {
         "x_mp_soft": "0.998 against 0.95; 0.993 against 0.99"
     }
     assert cn.mp_soft_rate_numbers(records, "x_") == {"x_mp_soft": "no run of revision 2"}
-    assert cn.mp_soft_rate_numbers(records, "x_", revision=3) == {
-        "x_mp_soft": "0.950-0.951 against 0.95"
+    assert cn.mp_soft_rate_numbers(records, "x_", revision=4) == {
+        "x_mp_soft": "0.930 against 0.95"
     }
