@@ -42,6 +42,7 @@ _ALTERNATIVES: dict[str, Any] = {
     "values": "per-head",
     "attention": "bilinear",
     "threshold": "prior",
+    "budget": "soft",
 }
 
 
@@ -109,11 +110,20 @@ def test_every_method_option_and_its_default_change_the_hash(
     assert dataclasses.fields(options), f"{method} has options"
     for field in dataclasses.fields(options):
         value = _changed(field.name, field.default)
-        before = config.hash
-        assert config.with_options([f"{field.name}={json.dumps(value)}"]).hash != before
+        assignment = [f"{field.name}={json.dumps(value)}"]
+        run = config
+        if field.metadata.get("inert_without"):
+            # Inert under a recipe whose option it needs is zero (BASE's): the same run, the
+            # same name; under a recipe that sets that option, an option like any other.
+            assert not getattr(config.recipe_options(), field.metadata["inert_without"])
+            assert config.with_options(assignment).hash == config.hash
+            run = dataclasses.replace(config, recipe="selected")
+            assert getattr(run.recipe_options(), field.metadata["inert_without"])
+        before = run.hash
+        assert run.with_options(assignment).hash != before
         with monkeypatch.context() as patch:  # a new default, nothing set: a new hash too
             _patch_default(patch, options, field.name, value)
-            assert config.hash != before, f"default of {method} option {field.name}"
+            assert run.hash != before, f"default of {method} option {field.name}"
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Recipe)])
