@@ -12,6 +12,7 @@ from tcmplib.model import PRUNABLE, GCNConfig
 from tcmplib.pruning import METHODS, PruneResult, prune
 from tcmplib.pruning.mp import linear_temperature, project_top_k
 from tcmplib.pruning.pmp import Prior, band_stop, geometric_steepness, magnitude_order
+from tcmplib.run import RunConfig
 from tcmplib.topology import analyze, masks_from_model
 from tcmplib.train import TrainConfig, build_model
 
@@ -43,6 +44,14 @@ def make_data(config: GCNConfig, n: int = 40, seed: int = 0) -> Data:
 
 
 TINY_DATA = make_data(TINY)
+
+
+def smoke_config(method: str, recipe: str = "as-written", **options: object) -> RunConfig:
+    """A run at 99% on the synthetic data at the smoke profile, with method ``options``."""
+    return RunConfig(
+        dataset="synthetic", method=method, rate=0.99, seed=0, profile="smoke",
+        recipe=recipe, options=options,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("method", OURS)
@@ -320,13 +329,8 @@ def test_relaxed_mp_masked_weights_are_exempt_from_weight_decay_unless_asked() -
 
 
 def test_mp_decay_option_is_in_the_identity_only_where_it_can_change_a_number() -> None:
-    from tcmplib.run import RunConfig
-
     def config(recipe: str, **options: bool) -> RunConfig:
-        return RunConfig(
-            dataset="synthetic", method="mp", rate=0.99, seed=0, profile="smoke",
-            recipe=recipe, options=options,
-        )  # fmt: skip
+        return smoke_config("mp", recipe, **options)
 
     # No weight decay in the recipe: both settings are one computation, under one name.
     assert config("as-written").hash == config("as-written", masked_decay=False).hash
@@ -340,15 +344,7 @@ def test_mp_decay_option_is_in_the_identity_only_where_it_can_change_a_number() 
 
 
 def test_mp_budget_option_keeps_the_soft_budget_records_names() -> None:
-    from tcmplib.run import RunConfig
-
-    def config(**options: str) -> RunConfig:
-        return RunConfig(
-            dataset="synthetic", method="mp", rate=0.99, seed=0, profile="smoke",
-            options=options,
-        )  # fmt: skip
-
-    soft, kept = config(budget="soft"), config()
+    soft, kept = smoke_config("mp", budget="soft"), smoke_config("mp")
     assert "budget" not in soft.identity()["options"]  # as revisions 1-3 were named
     assert kept.identity()["options"]["budget"] == "kept"
     assert kept.hash != soft.hash
@@ -397,15 +393,7 @@ def test_an_option_added_later_stays_out_of_the_identity_at_its_default() -> Non
 
 
 def test_a_changed_default_keeps_the_old_records_names_one_setting_away() -> None:
-    from tcmplib.run import RunConfig
-
-    def config(**options: str) -> RunConfig:
-        return RunConfig(
-            dataset="synthetic", method="pmp", rate=0.99, seed=0, profile="smoke",
-            options=options,
-        )  # fmt: skip
-
-    revision_1, revision_2 = config(threshold="prior"), config()
+    revision_1, revision_2 = smoke_config("pmp", threshold="prior"), smoke_config("pmp")
     assert "threshold" not in revision_1.identity()["options"]  # as its records were named
     assert revision_2.identity()["options"]["threshold"] == "rank"
     assert revision_2.hash != revision_1.hash
