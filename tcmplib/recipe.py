@@ -25,9 +25,11 @@ optimizer and loss
     ``weight_decay`` (Adam's L2 term), ``label_smoothing`` (the cross-entropy's targets put
     1 - label_smoothing on the true class and spread the rest evenly over all classes, as
     ``torch.nn.functional.cross_entropy`` does; the paper's loss is plain cross-entropy),
-    ``precision`` (``"bf16"``: the forward pass's products in bf16 under ``torch.autocast``,
-    weights and optimizer in fp32; a question of speed, which has to leave the accuracy
-    unchanged to be used).
+    ``anneal`` (the share of the final epochs over which the rate falls along a half cosine
+    toward zero, :func:`tcmplib.train.anneal_factor`; the paper's adaptive rule alone never
+    lowers the rate for good), ``precision`` (``"bf16"``: the forward pass's products in bf16
+    under ``torch.autocast``, weights and optimizer in fp32; a question of speed, which has
+    to leave the accuracy unchanged to be used).
 
 Rotation and scaling act on every frame of a sequence alike; chunk means, wrist centring
 and chunk differences are linear maps that commute with them, so the augmentation is
@@ -94,6 +96,7 @@ class Recipe:
     attention: str = field(default="softmax", metadata={"identity": "unless-default"})
     label_smoothing: float = field(default=0.0, metadata={"identity": "unless-default"})
     precision: str = field(default="fp32", metadata={"identity": "unless-default"})
+    anneal: float = field(default=0.0, metadata={"identity": "unless-default"})
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -124,6 +127,8 @@ class Recipe:
             fail("weight_decay", "a number >= 0")
         if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
             fail("label_smoothing", "a number in [0, 1)")
+        if not _is_number(self.anneal) or not 0.0 <= self.anneal <= 1.0:
+            fail("anneal", "a share of the epochs in [0, 1]")
         if self.values not in VALUES:
             fail("values", f"one of {', '.join(VALUES)}")
         if self.attention not in ATTENTIONS:
@@ -194,14 +199,15 @@ class Recipe:
     def train_overrides(self) -> dict[str, Any]:
         """The fields of :class:`tcmplib.train.TrainConfig` this recipe sets."""
         return {"weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
-                "precision": self.precision}  # fmt: skip
+                "precision": self.precision, "anneal": self.anneal}  # fmt: skip
 
     @property
     def augments(self) -> bool:
         return self.rotate_deg > 0.0 or self.scale > 0.0 or self.time_crop > 0.0
 
 
-_FLOAT_OPTIONS = ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay", "label_smoothing")
+_FLOAT_OPTIONS = ("rotate_deg", "scale", "time_crop", "dropout", "weight_decay",
+                  "label_smoothing", "anneal")  # fmt: skip
 
 
 def _is_int(value: object) -> bool:
@@ -218,7 +224,7 @@ _TYPES = {"chunks": int, "frame": str, "hand_size": bool, "velocity": bool,
           "rotate_deg": float, "scale": float, "time_crop": float, "dropout": float,
           "neighbourhood": int,
           "weight_decay": float, "values": str, "attention": str,
-          "label_smoothing": float, "precision": str}  # fmt: skip
+          "label_smoothing": float, "precision": str, "anneal": float}  # fmt: skip
 
 
 def _checked_keys(values: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ SWITCHED = {
     "attention": "bilinear",
     "label_smoothing": 0.1,
     "precision": "bf16",
+    "anneal": 0.1,
 }
 
 
@@ -119,6 +120,17 @@ def test_precision_at_its_default_leaves_identities_as_recorded() -> None:
     assert FoldConfig(low, 0).identity()["train"]["precision"] == "bf16"
     with pytest.raises(ValueError, match="recipe option precision: expected one of fp32, bf16"):
         Recipe(precision="fp16")
+
+
+def test_anneal_at_its_default_leaves_identities_as_recorded() -> None:
+    plain = RunConfig(dataset="fpha", method="mp", rate=0.99, profile="paper").identity()
+    assert "anneal" not in plain["recipe"] and "anneal" not in plain["train"]
+    annealed = Recipe(anneal=0.1)
+    assert annealed.train_overrides()["anneal"] == 0.1
+    assert FoldConfig(annealed, 0).identity()["train"]["anneal"] == 0.1
+    assert Recipe().with_options(["anneal=0.3"]).anneal == 0.3
+    with pytest.raises(ValueError, match=r"recipe option anneal: expected a share of the epochs"):
+        Recipe(anneal=-0.1)
 
 
 def test_per_head_recipe_builds_the_network_nearest_the_papers_weight_count() -> None:

@@ -148,7 +148,7 @@ def test_a_fold_runs_identity_holds_the_whole_recipe() -> None:
     identity = FoldConfig(AS_WRITTEN, 0).identity()
     # Defaults included, except options added after the records that stay out at their
     # default (Recipe.values, Recipe.attention, Recipe.label_smoothing).
-    later = ("values", "attention", "label_smoothing", "precision")
+    later = ("values", "attention", "label_smoothing", "precision", "anneal")
     whole = {k: v for k, v in asdict(AS_WRITTEN).items() if k not in later}
     assert identity["recipe"] == whole
 

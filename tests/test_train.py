@@ -18,6 +18,7 @@ from tcmplib.train import (
     NoOpHook,
     TrainConfig,
     adapt_lr,
+    anneal_factor,
     build_model,
     config_hash,
     evaluate,
@@ -275,6 +276,37 @@ def test_lr_ceiling_bounds_the_rate_and_the_rule_climbs_back_from_it() -> None:
     # The rule's state is capped too: after epoch 7 (rate 5e-4) a falling loss can only
     # move the rate by one factor per epoch from the rate used, here it is held at the cap.
     assert rates[6] == pytest.approx(5e-4) and rates[8] == pytest.approx(5e-4)
+
+
+def test_anneal_factor_on_a_hand_worked_schedule() -> None:
+    # 10 epochs, the last 40% annealed: epochs 7-10 take 1, cos^2 steps of a half cosine
+    # over 4 epochs: 0.5(1 + cos(k pi / 4)) for k = 0..3.
+    factors = [anneal_factor(epoch, 10, 0.4) for epoch in range(1, 11)]
+    half = math.sqrt(0.5)
+    assert factors[:6] == [1.0] * 6
+    assert factors[6:] == pytest.approx([1.0, 0.5 * (1 + half), 0.5, 0.5 * (1 - half)])
+    assert [anneal_factor(epoch, 10, 0.0) for epoch in range(1, 11)] == [1.0] * 10
+    assert anneal_factor(10, 10, 1.0) > 0.0  # the last epoch still steps
+
+
+def test_anneal_scales_the_rate_used_and_leaves_the_rule_alone() -> None:
+    data = stand_in()
+    plain = train(build_model(TINY, 0), data, TrainConfig(epochs=6), progress=False).history
+    annealed_model = build_model(TINY, 0)
+    annealed = train(annealed_model, data, TrainConfig(epochs=6, anneal=0.5), progress=False)
+    rates = [row["lr"] for row in annealed.history]
+    # Up to epoch 3 the two runs are one; then the recorded rate is the rule's times the factor.
+    assert rates[:3] == [row["lr"] for row in plain[:3]]
+    assert [row["loss"] for row in annealed.history[:3]] == [row["loss"] for row in plain[:3]]
+    assert rates[3] == plain[3]["lr"]  # the factor of the span's first epoch is 1
+    assert rates[4] == pytest.approx(0.75 * plain[4]["lr"], rel=1e-12)  # 0.5(1 + cos(pi/3))
+    # The rule moved on from its own rate (not the annealed one) on the annealed run's loss.
+    losses = [row["loss"] for row in annealed.history]
+    rule = adapt_lr(plain[4]["lr"], losses[4], losses[3], factor=0.99, lr_max=1e-2)
+    assert rates[5] == pytest.approx(0.25 * rule, rel=1e-12)  # 0.5(1 + cos(2 pi/3))
+    assert annealed.history[5]["loss"] != plain[5]["loss"]
+    with pytest.raises(ValueError, match=r"TrainConfig.anneal: expected a number in \[0, 1\]"):
+        TrainConfig(anneal=1.5)
 
 
 def test_label_smoothing_spreads_the_target_over_the_classes() -> None:
