@@ -284,6 +284,10 @@ RECIPES["selected-per-head-smoothed"] = replace(RECIPES["selected-per-head"], la
 RECIPES["selected-per-head-smoothed-bf16"] = replace(
     RECIPES["selected-per-head-smoothed"], precision="bf16"
 )
+# The best of every candidate over 3 splits after the fifth round (chapter 2b): the rate
+# annealed over the last half of the epochs; its paper-scale runs train in bf16.
+RECIPES["selected-annealed"] = replace(RECIPES["selected-per-head-smoothed"], anneal=0.5)
+RECIPES["selected-annealed-bf16"] = replace(RECIPES["selected-annealed"], precision="bf16")
 
 
 #: The environment variable the chapters read their recipe's name from.

@@ -30,12 +30,16 @@ FIRST_SPLIT = (0,)
 THIRD_ROUND = (*SEARCH_ROUNDS, "per-head")
 #: The fourth round's set: label smoothing on the third round's best and on the selected recipe.
 FOURTH_ROUND = "label-smoothing"
+#: The fifth round's set: the rate annealed over the last share of the epochs.
+FIFTH_ROUND = "anneal"
 
 __all__ = [
     "SEARCH_ROUNDS",
     "FIRST_SPLIT",
     "THIRD_ROUND",
     "FOURTH_ROUND",
+    "FIFTH_ROUND",
+    "anneal_numbers",
     "repeated_cv_numbers",
     "smoothing_numbers",
     "baseline_records",
@@ -271,6 +275,8 @@ def recipe_chapter_numbers(
     numbers.update(repeated_cv_numbers(cv_dir, candidates))
     if FOURTH_ROUND in candidates:
         numbers.update(smoothing_numbers(cv_dir, candidates))
+    if FIFTH_ROUND in candidates:
+        numbers.update(anneal_numbers(cv_dir, candidates))
     return numbers
 
 
@@ -327,3 +333,33 @@ def smoothing_numbers(
             "r4_plain_train": float(plain["train accuracy (%)"]),
             "r4_gain": pair["mean"], "r4_gain_std": pair["std"], "r4_ahead": pair["ahead"],
             "r4_pairs": pair["folds"], "r4_count": len(everything)}  # fmt: skip
+
+
+def anneal_numbers(
+    cv_dir: str | os.PathLike[str], candidates: Mapping[str, Mapping[str, Recipe]]
+) -> dict[str, float | str]:
+    """The fifth round's numbers (``r5_*``): the annealed candidates' best against the same
+    recipe without annealing, fold by fold, each length's paired gain, and the best of every
+    candidate run so far."""
+    from tcmplib.select import cv_table, paired_difference, unique_candidates
+
+    everything = cv_table(cv_dir, unique_candidates(candidates.values()))
+    best = str(everything["cv accuracy (%)"].idxmax())
+    rounds = candidates[FIFTH_ROUND]
+    table = cv_table(cv_dir, rounds)
+    annealed = table[[rounds[label].anneal > 0 for label in table.index]]
+    top = str(annealed["cv accuracy (%)"].idxmax())
+    numbers: dict[str, float | str] = {
+        "r5_best_label": best, "r5_best_cv": float(everything.loc[best, "cv accuracy (%)"]),
+        "r5_best_std": float(everything.loc[best, "std"]), "r5_count": len(everything),
+        "r5_annealed_label": top, "r5_annealed_cv": float(annealed.loc[top, "cv accuracy (%)"]),
+        "r5_annealed_std": float(annealed.loc[top, "std"]),
+        "r5_annealed_share": 100 * rounds[top].anneal,
+    }  # fmt: skip
+    for label in annealed.index:
+        recipe = rounds[label]
+        pair = paired_difference(cv_dir, recipe, replace(recipe, anneal=0.0))
+        key = f"r5_gain_{round(100 * recipe.anneal)}"
+        numbers.update({key: pair["mean"], f"{key}_std": pair["std"],
+                        f"{key}_ahead": pair["ahead"], "r5_pairs": pair["folds"]})  # fmt: skip
+    return numbers

@@ -179,3 +179,21 @@ def test_candidate_runs_cover_every_split_and_fold() -> None:
 
     runs = candidate_runs({"a": AS_WRITTEN}, folds=3, splits=2, dataset="synthetic")
     assert [(c.split, c.fold) for _, c in runs] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+
+
+def test_anneal_numbers_pair_each_length_with_the_same_recipe_unannealed(tmp_path: Path) -> None:
+    from tcmplib.recipe_plots import anneal_numbers
+
+    candidates = {"plain": AS_WRITTEN, "anneal 50%": Recipe(anneal=0.5)}
+    kwargs = {"folds": 2, "epochs": 4, "dataset": "synthetic", "device": "cpu", "progress": False}
+    assert not cross_validate(candidates, tmp_path, **kwargs)["failed"]  # type: ignore[arg-type]
+    by_fold: dict[str, dict[int, float]] = {"plain": {}, "annealed": {}}
+    for record in cv_records(tmp_path):
+        kind = "annealed" if record["recipe"]["anneal"] else "plain"
+        by_fold[kind][record["identity"]["fold"]] = 100 * record["val_class_avg_accuracy"]
+    diffs = [by_fold["annealed"][k] - by_fold["plain"][k] for k in (0, 1)]
+    numbers = anneal_numbers(tmp_path, {"anneal": candidates})
+    assert numbers["r5_annealed_label"] == "anneal 50%" and numbers["r5_annealed_share"] == 50
+    assert numbers["r5_gain_50"] == pytest.approx(np.mean(diffs))
+    assert numbers["r5_gain_50_ahead"] == sum(d > 0 for d in diffs) and numbers["r5_pairs"] == 2
+    assert numbers["r5_count"] == 2
