@@ -272,6 +272,11 @@ def recipe_chapter_numbers(
         numbers["bf16_test_change"] = float(numbers["per_head_smoothed_bf16_test"]) - float(
             numbers["per_head_smoothed_test"]
         )
+    if "annealed, bf16" in paper_scale and "per-head, smoothed, bf16" in paper_scale:
+        numbers["anneal_test_change"] = float(numbers["annealed_bf16_test"]) - float(
+            numbers["per_head_smoothed_bf16_test"]
+        )
+        numbers["annealed_shortfall"] = paper - 2.0 - float(numbers["annealed_bf16_test"])
     numbers.update(repeated_cv_numbers(cv_dir, candidates))
     if FOURTH_ROUND in candidates:
         numbers.update(smoothing_numbers(cv_dir, candidates))
@@ -317,7 +322,9 @@ def smoothing_numbers(
     the training accuracy that smoothing leaves."""
     from tcmplib.select import cv_table, paired_difference, unique_candidates
 
-    everything = cv_table(cv_dir, unique_candidates(candidates.values()))
+    # The best of the four rounds, as it stood when the fourth ended.
+    rounds = [v for k, v in candidates.items() if k != FIFTH_ROUND]
+    everything = cv_table(cv_dir, unique_candidates(rounds))
     best = str(everything["cv accuracy (%)"].idxmax())
     smoothing = cv_table(cv_dir, candidates[FOURTH_ROUND])
     smoothed = smoothing[[candidates[FOURTH_ROUND][label].label_smoothing > 0
