@@ -31,6 +31,7 @@ from tcmplib.tables import paper_table1_left, paper_table1_right, table1_right
 
 __all__ = [
     "Numbers",
+    "grid_cells",
     "selected_recipe_numbers",
     "glue_numbers",
     "experiments_numbers",
@@ -456,6 +457,20 @@ def latest_recipe_numbers(
             f"accuracy {100 * first['train_accuracy']:.1f}%)"
         )
     numbers["rev2_mp99_sentence"] = "; ".join(described) if described else "no run"
+    return numbers
+
+
+def grid_cells(table: pd.DataFrame, runs: int, prefix: str) -> Numbers:
+    """A grid under way, as its section quotes it: how many ``runs`` are in, and the
+    baseline's, MP's and TCMP's cells at 95 and 99% (accuracy, and % A-C for MP), each a dash
+    while the grid has no such row."""
+    numbers: Numbers = {f"{prefix}runs": runs}
+    numbers[f"{prefix}baseline"] = _cell_text(table, 0.0, "baseline", "accuracy")
+    for rate in (0.95, 0.99):
+        key = f"{round(100 * rate)}"
+        for method in ("mp", "tcmp"):
+            numbers[f"{prefix}{method}{key}_acc"] = _cell_text(table, rate, method, "accuracy")
+        numbers[f"{prefix}mp{key}_ac"] = _cell_text(table, rate, "mp", "% A-C")
     return numbers
 
 

@@ -443,6 +443,19 @@ def test_mp_revision_reads_the_budget_and_decay_options(tmp_path: Path) -> None:
     assert revision("as-written", budget="soft") == 2
 
 
+def test_grid_cells_quote_a_grid_under_way(tmp_path: Path) -> None:
+    for seed, accuracy in ((0, 0.80), (1, 0.84)):
+        fpha(tmp_path, "baseline", seed=seed, class_avg_accuracy=accuracy)
+    fpha(tmp_path, "mp", 0.99, percent_ac=97.5, class_avg_accuracy=0.7)
+    numbers = cn.grid_cells(table1_right(load_results(tmp_path)), 3, "g_")
+    assert numbers == {
+        "g_runs": 3,
+        "g_baseline": "82.00 ± 2.83%",  # sample std of 80 and 84: 2 sqrt(2)
+        "g_mp95_acc": "—", "g_tcmp95_acc": "—", "g_mp95_ac": "—",
+        "g_mp99_acc": "70.00% (one seed)", "g_tcmp99_acc": "—", "g_mp99_ac": "97.50%",
+    }  # fmt: skip
+
+
 def test_latest_recipe_numbers_quote_mp_at_95_and_99_by_revision(tmp_path: Path) -> None:
     latest, superseded = tmp_path / "latest", tmp_path / "latest-superseded"
     rev4: dict[str, Any] = {"recipe": "selected"}
