@@ -150,7 +150,7 @@ CANDIDATES: dict[str, dict[str, Recipe]] = {
         "selected": _SELECTED,
         "selected, per-head filters": _PER_HEAD,
         "selected + label smoothing 0.1": replace(_SELECTED, label_smoothing=0.1),
-        "per-head + label smoothing 0.1": replace(_PER_HEAD, label_smoothing=0.1),
+        "per-head + label smoothing 0.1": _SMOOTHED,
         "per-head + label smoothing 0.2": replace(_PER_HEAD, label_smoothing=0.2),
     },
     # The selected baseline's accuracy wanders by several points from one evaluation to the
